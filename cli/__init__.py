@@ -1,0 +1,1 @@
+"""The ``ddm`` command line (installed as the package ``ddm_numba_cli``)."""

@@ -1,0 +1,173 @@
+"""``ddm``: fit and sample rate networks that embed a target SDE. A thin layer over ddm_numba."""
+import json
+import os
+import sys
+import time
+
+import click
+
+from ddm_numba import DDMError, __version__
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
+
+
+def _fail(exc):
+    click.echo(f"Error: {exc}", err=True)
+    sys.exit(1)
+
+
+def _check_out(path, what, suffix):
+    if not path.endswith(suffix):
+        raise click.BadParameter(f"{what} file must end in {suffix}, got {path!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise click.BadParameter(f"folder {folder!r} does not exist")
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, prog_name="ddm")
+def main():
+    """Rate RNNs whose latent activity has the drift and diffusion of a target SDE.
+
+    \b
+    ddm systems                               list the built-in targets
+    ddm fit double_well --out dw.npz          train a network
+    ddm sample dw.npz --out traj.npz --plot dw.png
+    """
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def systems(as_json):
+    """List the built-in target systems, their dimensions and parameters."""
+    from ddm_numba.systems import list_systems
+    infos = list_systems()
+    if as_json:
+        click.echo(json.dumps(infos, indent=2))
+        return
+    click.echo(f"{'name':16s} {'d':>2s} {'m':>2s} {'p':>2s}  parameters")
+    for info in infos:
+        params = ", ".join(f"{k}={v:g}" for k, v in info["params"].items())
+        click.echo(f"{info['name']:16s} {info['d']:2d} {info['m']:2d} {info['p']:2d}  {params}")
+        click.echo(f"{'':25s}{info['description']}")
+    click.echo("\nA system of your own: ddm fit path/to/file.py:NAME (see README).")
+
+
+def _params(values):
+    from ddm_numba.systems import parse_params
+    try:
+        return parse_params(values)
+    except DDMError as exc:
+        raise click.BadParameter(str(exc), param_hint="--param") from None
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("system")
+@click.option("--neurons", "-N", default=256, type=click.IntRange(1), help="Network size N.")
+@click.option("--out", "-o", required=True, help="Model file to write (.npz).")
+@click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
+              help="Override a system parameter (repeatable), e.g. --param sigma=0.5.")
+@click.option("--mode", type=click.Choice(["lowrank", "full"]), default="lowrank",
+              help="Low-rank W = M A, or full connectivity W (DESIGN.md §3).")
+@click.option("--seed", default=0, type=click.IntRange(0), help="Random seed.")
+@click.option("--tau", default=1.0, type=click.FloatRange(min=0, min_open=True),
+              help="Neuronal time constant τ.")
+@click.option("--samples", default=0, type=click.IntRange(0),
+              help="Training samples K (0: 6000·d, at most 32768).")
+@click.option("--max-iter", default=300, type=click.IntRange(0), help="L-BFGS-B iterations.")
+@click.option("--reg", default=1e-8, type=click.FloatRange(min=0),
+              help="Ridge penalty on decoders, relative to the drift's scale.")
+@click.option("--fixed-embedding", is_flag=True,
+              help="Keep the random embedding M, c: decoders by ridge regression only.")
+@click.option("--dale", type=click.FloatRange(0, 1), default=None,
+              metavar="FRACTION_EXCITATORY", help="Full mode: Dale's law with this E fraction.")
+@click.option("--sigma-private", default=0.0, type=click.FloatRange(min=0),
+              help="Private noise σ_p on every neuron.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+def fit(system, neurons, out, params, mode, seed, tau, samples, max_iter, reg, fixed_embedding,
+        dale, sigma_private, quiet):
+    """Train a network of N neurons whose latent drift and diffusion match SYSTEM.
+
+    SYSTEM is a built-in name (see `ddm systems`), path/to/file.py:NAME or package.module:NAME.
+    """
+    from ddm_numba import fit as fit_network, get_system
+    _check_out(out, "model", ".npz")
+    if dale is not None and mode != "full":
+        raise click.BadParameter("Dale's law needs --mode full", param_hint="--dale")
+    try:
+        target = get_system(system, **_params(params))
+        net = fit_network(target, neurons, mode=mode, seed=seed, tau=tau, samples=samples or None,
+                          max_iter=max_iter, reg=reg, fixed_embedding=fixed_embedding, dale=dale,
+                          sigma_private=sigma_private, progress=None if quiet else sys.stderr)
+        net.save(out)
+    except DDMError as exc:
+        _fail(exc)
+    figs = net.meta["fit"]
+    click.echo(f"wrote {out}: {net.mode} network, N={net.N}, d={net.d}; held-out "
+               + ", ".join(f"{k} = {v:.3g}" for k, v in figs.items()) +
+               f"; {net.meta['training']['seconds']:.1f}s")
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("model")
+@click.option("--out", "-o", required=True, help="Trajectory file to write (.npz).")
+@click.option("--trials", default=100, type=click.IntRange(1), help="Independent trials.")
+@click.option("--time", "duration", default=100.0, type=click.FloatRange(min=0, min_open=True),
+              help="Simulated time per trial.")
+@click.option("--seed", default=0, type=click.IntRange(0), help="Random seed.")
+@click.option("--dt", default=0.0, type=click.FloatRange(min=0),
+              help="Euler–Maruyama step (0: the system's suggested step).")
+@click.option("--record-every", default=0, type=click.IntRange(0),
+              help="Record every k steps (0: about every 0.05 time units).")
+@click.option("--input", "inputs", multiple=True, metavar="T0:T1:U1,U2",
+              help="Constant input u on [T0, T1) (repeatable).")
+@click.option("--save-neurons", is_flag=True, help="Also record the neurons' states x.")
+@click.option("--target", is_flag=True, help="Sample the model's target SDE instead.")
+@click.option("--plot", default=None, help="Write a PNG: traces and stationary histograms, "
+              "network beside target.")
+@click.option("--burn-in", default=-1.0, type=float,
+              help="Time discarded before the stationary histogram (<0: 10% of --time).")
+def sample(model, out, trials, duration, seed, dt, record_every, inputs, save_neurons, target,
+           plot, burn_in):
+    """Simulate MODEL's network (or, with --target, its target SDE) with Euler–Maruyama."""
+    from ddm_numba import load_model
+    from ddm_numba.simulate import sample_network, sample_target, target_of, parse_input
+    _check_out(out, "trajectory", ".npz")
+    if plot:
+        _check_out(plot, "plot", ".png")
+    if target and save_neurons:
+        raise click.BadParameter("the target SDE has no neurons", param_hint="--save-neurons")
+    try:
+        net = load_model(model)
+        for text in inputs:
+            try:
+                parse_input(text, net.p)
+            except DDMError as exc:
+                raise click.BadParameter(str(exc), param_hint="--input") from None
+        system = target_of(net)
+        kw = dict(trials=trials, time=duration, seed=seed, dt=dt or None,
+                  record_every=record_every or None, inputs=inputs)
+        t0 = time.perf_counter()
+        if target:
+            traj = sample_target(system, **kw)
+        else:
+            traj = sample_network(net, save_neurons=save_neurons, **kw)
+        seconds = time.perf_counter() - t0
+        traj.save(out)
+        click.echo(f"wrote {out}: {traj.z.shape[0]} trials × {traj.z.shape[1]} records of "
+                   f"{'the target' if target else 'the network'} in {seconds:.1f}s")
+        if plot:
+            other = (sample_network(net, **kw) if target else sample_target(system, **kw))
+            runs = [("network", other), ("target", traj)] if target else \
+                [("network", traj), ("target", other)]
+            b = burn_in if burn_in >= 0 else 0.1 * duration
+            from ddm_numba.plotting import plot_comparison
+            plot_comparison(plot, runs, b, title=f"{system.name}: N={net.N} {net.mode} network "
+                            "vs target, same seeds")
+            click.echo(f"wrote {plot}")
+    except DDMError as exc:
+        _fail(exc)
+
+
+if __name__ == "__main__":
+    main()

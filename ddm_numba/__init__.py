@@ -1,0 +1,17 @@
+"""ddm_numba: rate RNNs that *are* a given stochastic dynamical system (drift-diffusion matching).
+
+    from ddm_numba import get_system, fit, sample_network, sample_target, load_model
+    net = fit("double_well", neurons=256, seed=0)
+    net.save("dw.npz")
+    traj = sample_network(net, trials=200, time=200, seed=1)
+"""
+__version__ = "0.1.0"
+
+from .errors import DDMError  # noqa: E402
+from .systems import System, get_system, list_systems  # noqa: E402
+from .network import Network, load_model  # noqa: E402
+from .matching import fit  # noqa: E402
+from .simulate import Trajectories, sample_network, sample_target  # noqa: E402
+
+__all__ = ["DDMError", "System", "get_system", "list_systems", "Network", "load_model", "fit",
+           "Trajectories", "sample_network", "sample_target", "__version__"]

@@ -1,0 +1,1 @@
+"""Backends: the same primitives (loss+gradient, simulation) for each device. CPU: ``cpu``."""

@@ -1,0 +1,389 @@
+"""CPU kernels (numba): drift and diffusion losses with their gradients, Gram statistics, and
+Euler–Maruyama simulation of the network. Symbols as in DESIGN.md.
+
+Kernels take C-contiguous float64 arrays (the callers in matching.py / simulate.py convert and
+check shapes first). Loss kernels split the K samples into fixed blocks of BLOCK samples; each
+block accumulates its own partial gradient, and the partial sums are added in block order, so
+results are bit-identical whatever the thread count. No N×K temporaries: a block needs O(N d).
+
+Embeddings are passed transposed, MT = Mᵀ (d, N), so that loops over neurons are unit-stride.
+"""
+import numpy as np
+from numba import prange
+
+from .._jit import kernel, phi
+from ..rng import normal_pair
+
+BLOCK = 256
+# Reassociation lets LLVM vectorize dot products; no nnan/ninf, so non-finite values still show.
+_FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+
+@kernel(parallel=True, fastmath=_FAST)
+def lowrank_drift_loss_grad(z, u, f, lam, A, bz, Bz, MT, c, tau):
+    """Low-rank drift loss (DESIGN.md §3a, §4) and its gradient, fused over samples.
+
+    For each sample k (h = M z_k + c, φ = tanh):
+        f_net,k = (1/τ) [ −z_k + A φ(h_k) + b_z + B_z u_k ]
+        r_k     = f_net,k − f_k
+        L       = (1/K) Σ_k Σ_a Λ_a r_ka²                        (regularizer added by the caller)
+    Let e_k = (2/(K τ)) Λ ⊙ r_k  (= ∂L/∂(τ f_net,k)). Then
+        ∂L/∂A   = Σ_k e_k φ(h_k)ᵀ            ∂L/∂b_z = Σ_k e_k        ∂L/∂B_z = Σ_k e_k u_kᵀ
+        δ_k     = (Aᵀ e_k) ⊙ (1 − φ(h_k)²)   (= ∂L/∂h_k, since ∂φ/∂h = 1 − φ²)
+        ∂L/∂M   = Σ_k δ_k z_kᵀ               ∂L/∂c   = Σ_k δ_k
+    Returns (L, ∂L/∂A, ∂L/∂b_z, ∂L/∂B_z, ∂L/∂Mᵀ, ∂L/∂c). Cost O(K N d), memory O(N d) per block.
+    """
+    K, d = z.shape
+    N = c.shape[0]
+    p = u.shape[1]
+    nb = (K + BLOCK - 1) // BLOCK
+    loss_b = np.zeros(nb)
+    gA_b = np.zeros((nb, d, N))
+    gMT_b = np.zeros((nb, d, N))
+    gc_b = np.zeros((nb, N))
+    gbz_b = np.zeros((nb, d))
+    gBz_b = np.zeros((nb, d, p))
+    for ib in prange(nb):
+        # block-local accumulators, read through 1-D row views: unit-stride loops that vectorize
+        gA = np.zeros((d, N))
+        gMT = np.zeros((d, N))
+        gc = np.zeros(N)
+        h = np.empty(N)
+        ph = np.empty(N)
+        delta = np.empty(N)
+        e = np.empty(d)
+        loss = 0.0
+        for k in range(ib * BLOCK, min(K, (ib + 1) * BLOCK)):
+            h[:] = c
+            for j in range(d):
+                zj = z[k, j]
+                row = MT[j]
+                for i in range(N):
+                    h[i] += row[i] * zj
+            for i in range(N):
+                ph[i] = phi(h[i])
+            for a in range(d):
+                row = A[a]
+                s = 0.0
+                for i in range(N):
+                    s += row[i] * ph[i]
+                s += bz[a] - z[k, a]
+                for q in range(p):
+                    s += Bz[a, q] * u[k, q]
+                r = s / tau - f[k, a]
+                loss += lam[a] * r * r
+                ea = 2.0 * lam[a] * r / (K * tau)
+                e[a] = ea
+                gbz_b[ib, a] += ea
+                for q in range(p):
+                    gBz_b[ib, a, q] += ea * u[k, q]
+                grow = gA[a]
+                for i in range(N):
+                    grow[i] += ea * ph[i]
+            for i in range(N):
+                delta[i] = 0.0
+            for a in range(d):
+                row = A[a]
+                ea = e[a]
+                for i in range(N):
+                    delta[i] += row[i] * ea
+            for i in range(N):
+                delta[i] *= 1.0 - ph[i] * ph[i]
+                gc[i] += delta[i]
+            for j in range(d):
+                zj = z[k, j]
+                grow = gMT[j]
+                for i in range(N):
+                    grow[i] += delta[i] * zj
+        loss_b[ib] = loss
+        gA_b[ib] = gA
+        gMT_b[ib] = gMT
+        gc_b[ib] = gc
+    loss = 0.0
+    gA = np.zeros((d, N))
+    gMT = np.zeros((d, N))
+    gc = np.zeros(N)
+    gbz = np.zeros(d)
+    gBz = np.zeros((d, p))
+    for ib in range(nb):  # fixed order: same bits on any number of threads
+        loss += loss_b[ib]
+        gA += gA_b[ib]
+        gMT += gMT_b[ib]
+        gc += gc_b[ib]
+        gbz += gbz_b[ib]
+        gBz += gBz_b[ib]
+    return loss / K, gA, gbz, gBz, gMT, gc
+
+
+@kernel(fastmath=_FAST)
+def _features(z, u, MT, c, start, stop, out):
+    """out[k - start] = ψ_k = [φ(M z_k + c), 1, u_k] for k in [start, stop)."""
+    d = z.shape[1]
+    N = c.shape[0]
+    p = u.shape[1]
+    for k in range(start, stop):
+        row = out[k - start]
+        for i in range(N):
+            row[i] = c[i]
+        for j in range(d):
+            zj = z[k, j]
+            for i in range(N):
+                row[i] += MT[j, i] * zj
+        for i in range(N):
+            row[i] = phi(row[i])
+        row[N] = 1.0
+        for q in range(p):
+            row[N + 1 + q] = u[k, q]
+
+
+@kernel()
+def gram_statistics(z, u, Y, MT, c):
+    """Sufficient statistics of a loss that is quadratic in the decoders.
+
+    With features ψ_k = [φ(M z_k + c); 1; u_k] (n = N + 1 + p) and targets Y_k (q values):
+        G = (1/K) Σ_k ψ_k ψ_kᵀ  (n, n),   C = (1/K) Σ_k ψ_k Y_kᵀ  (n, q),   ψ̄ = (1/K) Σ_k ψ_k.
+    One O(K n²) pass, BLOCK samples at a time through BLAS; every later loss evaluation needs only
+    these, whatever K is.
+    """
+    K = z.shape[0]
+    N = c.shape[0]
+    p = u.shape[1]
+    n = N + 1 + p
+    q = Y.shape[1]
+    G = np.zeros((n, n))
+    C = np.zeros((n, q))
+    mean = np.zeros(n)
+    buf = np.empty((BLOCK, n))
+    for start in range(0, K, BLOCK):
+        stop = min(K, start + BLOCK)
+        Psi = buf[: stop - start]
+        _features(z, u, MT, c, start, stop, Psi)
+        G += Psi.T @ Psi
+        C += Psi.T @ Y[start:stop]
+        mean += Psi.sum(axis=0)
+    return G / K, C / K, mean / K
+
+
+@kernel(fastmath=_FAST)
+def full_drift_loss_grad(z, u, f, lam, WT, b, BinT, MT, c, P, Q, lam_perp, tau):
+    """Full-connectivity drift loss (DESIGN.md §3b, §4) per sample, and its gradient in W, b, B_in.
+
+    With h_k = M z_k + c (fixed embedding), F_k = (1/τ)[−h_k + W φ(h_k) + b + B_in u_k]:
+        r_k = P F_k − f_k,      F⊥_k = Q F_k
+        L   = (1/K) Σ_k [ Σ_a Λ_a r_ka² + λ⊥ ‖F⊥_k‖² ]
+    Q is a symmetric idempotent projector, so ∂‖Q F‖²/∂F = 2 Q F = 2 F⊥. Hence
+        g_k = ∂L/∂F_k = (2/K) [ Pᵀ (Λ ⊙ r_k) + λ⊥ F⊥_k ]
+        ∂L/∂W = (1/τ) Σ_k g_k φ(h_k)ᵀ,  ∂L/∂b = (1/τ) Σ_k g_k,  ∂L/∂B_in = (1/τ) Σ_k g_k u_kᵀ.
+    Cost O(K N²) through BLAS on blocks of samples. Returns (L, ∂L/∂Wᵀ, ∂L/∂b, ∂L/∂B_inᵀ).
+    (Training uses the equivalent Gram form in matching.py; this form is the reference the tests
+    compare it with, and the per-sample shape the GPU backend follows.)
+    """
+    K, d = z.shape
+    N = c.shape[0]
+    p = u.shape[1]
+    loss = 0.0
+    gWT = np.zeros((N, N))
+    gb = np.zeros(N)
+    gBinT = np.zeros((p, N))
+    Phi_buf = np.empty((BLOCK, N))
+    for start in range(0, K, BLOCK):
+        stop = min(K, start + BLOCK)
+        nk = stop - start
+        Phi = Phi_buf[:nk]
+        H = z[start:stop] @ MT
+        for k in range(nk):
+            for i in range(N):
+                H[k, i] += c[i]
+                Phi[k, i] = phi(H[k, i])
+        F = Phi @ WT
+        if p > 0:
+            F += u[start:stop] @ BinT
+        for k in range(nk):
+            for i in range(N):
+                F[k, i] = (F[k, i] - H[k, i] + b[i]) / tau
+        Rr = F @ P.T
+        Fp = F @ Q
+        for k in range(nk):
+            for a in range(d):
+                r = Rr[k, a] - f[start + k, a]
+                loss += lam[a] * r * r
+                Rr[k, a] = lam[a] * r
+            for i in range(N):
+                loss += lam_perp * Fp[k, i] * Fp[k, i]
+        Gk = (Rr @ P + lam_perp * Fp) * (2.0 / (K * tau))
+        gWT += Phi.T @ Gk
+        gb += Gk.sum(axis=0)
+        if p > 0:
+            gBinT += u[start:stop].T @ Gk
+    return loss / K, gWT, gb, gBinT
+
+
+@kernel(parallel=True, fastmath=_FAST)
+def diffusion_loss_grad(z, Dt, S0, R, MT, c, D_private):
+    """Diffusion loss (DESIGN.md §3c, §4) and its gradient in S0 and R.
+
+        S_k = S0 + Σ_j R[:, :, j] φ_j(h_k),   D_net,k = S_k S_kᵀ + D_private   (D_private = σ_p² P Pᵀ)
+        L   = (1/K) Σ_k ‖D_net,k − D_k‖²_F                      (regularizer added by the caller)
+    With E_k = (2/K)(D_net,k − D_k) (symmetric), ∂L/∂S_k = 2 E_k S_k  (d ‖S Sᵀ − D‖² = 4 (S Sᵀ − D) S dS).
+        ∂L/∂S0 = Σ_k 2 E_k S_k,   ∂L/∂R_{abj} = Σ_k (2 E_k S_k)_{ab} φ_j(h_k).
+    Cost O(K N d m).
+    """
+    K, d = z.shape
+    m = S0.shape[1]
+    N = c.shape[0]
+    nb = (K + BLOCK - 1) // BLOCK
+    loss_b = np.zeros(nb)
+    gS0_b = np.zeros((nb, d, m))
+    gR_b = np.zeros((nb, d, m, N))
+    for ib in prange(nb):
+        ph = np.empty(N)
+        S = np.empty((d, m))
+        E = np.empty((d, d))
+        GS = np.empty((d, m))
+        for k in range(ib * BLOCK, min(K, (ib + 1) * BLOCK)):
+            for i in range(N):
+                ph[i] = c[i]
+            for j in range(d):
+                zj = z[k, j]
+                for i in range(N):
+                    ph[i] += MT[j, i] * zj
+            for i in range(N):
+                ph[i] = phi(ph[i])
+            for a in range(d):
+                for q in range(m):
+                    s = S0[a, q]
+                    for i in range(N):
+                        s += R[a, q, i] * ph[i]
+                    S[a, q] = s
+            for a in range(d):
+                for a2 in range(d):
+                    s = D_private[a, a2] - Dt[k, a, a2]
+                    for q in range(m):
+                        s += S[a, q] * S[a2, q]
+                    loss_b[ib] += s * s
+                    E[a, a2] = 2.0 * s / K
+            for a in range(d):
+                for q in range(m):
+                    s = 0.0
+                    for a2 in range(d):
+                        s += E[a, a2] * S[a2, q]
+                    GS[a, q] = 2.0 * s
+                    gS0_b[ib, a, q] += GS[a, q]
+                    for i in range(N):
+                        gR_b[ib, a, q, i] += GS[a, q] * ph[i]
+    loss = 0.0
+    gS0 = np.zeros((d, m))
+    gR = np.zeros((d, m, N))
+    for ib in range(nb):
+        loss += loss_b[ib]
+        gS0 += gS0_b[ib]
+        gR += gR_b[ib]
+    return loss / K, gS0, gR
+
+
+@kernel(parallel=True, fastmath=_FAST)
+def simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, sigma_p, P,
+                     dt, tau, n_steps, every, z_out, x_out, save_x, blowup):
+    """Euler–Maruyama for the network (DESIGN.md §1, §6), one trial per prange iteration.
+
+        x ← x + (dt/τ) [ −x + W φ(x) + b + B_in u(t) ] + √dt ( M S(x) ξ + σ_p η ),
+        ξ ~ N(0, I_m), η ~ N(0, I_N),  S(x) = S0 + Σ_j R[:, :, j] φ_j(x).
+    Low-rank (full = False): W φ = M (A φ), O(N d) a step. Full: W φ, O(N²) a step.
+    Random numbers come from trial i's own xoroshiro128+ stream (states[i]), drawn each step in this
+    order: the m latent normals ξ (pairs), then, if σ_p > 0, the N private normals η (pairs). So a
+    trial's path does not depend on the thread that runs it.
+    Records z = P (x − c) at steps 0, every, 2·every, ... into z_out[i] (and x into x_out[i]).
+    A trial whose state stops being finite is stopped; blowup[i] = the first bad step (else −1).
+    """
+    n_trials, N = x0.shape
+    d = MT.shape[0]
+    m = S0.shape[1]
+    p = BinT.shape[0]
+    sqdt = np.sqrt(dt)
+    for tr in prange(n_trials):
+        x = x0[tr].copy()
+        ph = np.empty(N)
+        drive = np.empty(N)
+        latent = np.empty(d)
+        xi = np.empty(m)
+        S = np.empty((d, m))
+        noise = np.empty(d)
+        blowup[tr] = -1
+        for step in range(n_steps + 1):
+            if step % every == 0:
+                rec = step // every
+                finite = True
+                for a in range(d):
+                    s = 0.0
+                    for i in range(N):
+                        s += P[a, i] * (x[i] - c[i])
+                    z_out[tr, rec, a] = s
+                    if not np.isfinite(s):
+                        finite = False
+                if save_x:
+                    for i in range(N):
+                        x_out[tr, rec, i] = x[i]
+                if not finite:
+                    blowup[tr] = step
+                    break
+            if step == n_steps:
+                break
+            for i in range(N):
+                ph[i] = phi(x[i])
+            # deterministic drive: b + B_in u + W φ
+            for i in range(N):
+                drive[i] = b[i]
+            for q in range(p):
+                uq = U[step, q]
+                if uq != 0.0:
+                    for i in range(N):
+                        drive[i] += BinT[q, i] * uq
+            if full:
+                for j in range(N):
+                    pj = ph[j]
+                    for i in range(N):
+                        drive[i] += WT[j, i] * pj
+            else:
+                for a in range(d):
+                    s = 0.0
+                    for i in range(N):
+                        s += A[a, i] * ph[i]
+                    latent[a] = s
+            # latent noise M S(x) ξ
+            j = 0
+            while j < m:
+                g1, g2 = normal_pair(states, tr)
+                xi[j] = g1
+                if j + 1 < m:
+                    xi[j + 1] = g2
+                j += 2
+            for a in range(d):
+                for q in range(m):
+                    s = S0[a, q]
+                    if has_R:
+                        for i in range(N):
+                            s += R[a, q, i] * ph[i]
+                    S[a, q] = s
+            for a in range(d):
+                s = 0.0
+                for q in range(m):
+                    s += S[a, q] * xi[q]
+                noise[a] = s * sqdt
+                if not full:
+                    latent[a] = latent[a] * (dt / tau) + noise[a]
+            # update: x += dt/τ (−x + drive) + M (latent part) + private noise
+            for i in range(N):
+                x[i] += (dt / tau) * (drive[i] - x[i])
+            for a in range(d):
+                la = noise[a] if full else latent[a]
+                for i in range(N):
+                    x[i] += MT[a, i] * la
+            if sigma_p > 0.0:
+                i = 0
+                while i < N:
+                    g1, g2 = normal_pair(states, tr)
+                    x[i] += sigma_p * sqdt * g1
+                    if i + 1 < N:
+                        x[i + 1] += sigma_p * sqdt * g2
+                    i += 2
+    return blowup

@@ -1,0 +1,440 @@
+"""Drift-diffusion matching (DESIGN.md §4–5): losses on a flat parameter vector, and training.
+
+Objectives follow scipy.optimize's convention: a pure function of one flat float64 vector that
+returns (loss, gradient), so each can be tested without the optimizer.
+"""
+import json
+import math
+import sys
+import time
+
+import numpy as np
+import scipy.linalg
+import scipy.optimize
+
+from . import __version__
+from .backends import cpu
+from .errors import DDMError
+from .network import Network
+from .systems import evaluate, get_system
+
+
+class Packer:
+    """Named arrays <-> one flat float64 vector (in the order given)."""
+
+    def __init__(self, shapes):
+        self.shapes = dict(shapes)
+        self.slices = {}
+        start = 0
+        for name, shape in self.shapes.items():
+            size = int(np.prod(shape))
+            self.slices[name] = slice(start, start + size)
+            start += size
+        self.size = start
+
+    def pack(self, arrays):
+        flat = np.empty(self.size)
+        for name, sl in self.slices.items():
+            flat[sl] = np.asarray(arrays[name], dtype=float).ravel()
+        return flat
+
+    def unpack(self, flat):
+        return {name: flat[sl].reshape(self.shapes[name]) for name, sl in self.slices.items()}
+
+
+class DriftData:
+    """Samples of the target's drift: z (K, d), u (K, p), f (K, d), weights Λ (d,), τ."""
+
+    def __init__(self, z, u, f, lam, tau):
+        self.z = np.ascontiguousarray(z, dtype=float)
+        self.u = np.ascontiguousarray(u, dtype=float).reshape(len(self.z), -1)
+        self.f = np.ascontiguousarray(f, dtype=float)
+        self.lam = np.ascontiguousarray(lam, dtype=float)
+        self.tau = float(tau)
+        self.K, self.d = self.z.shape
+        self.p = self.u.shape[1]
+
+
+# -- low-rank drift -------------------------------------------------------------------------------
+
+def lowrank_packer(N, d, p, train_embedding=True):
+    shapes = {"A": (d, N), "b_z": (d,)}
+    if p:
+        shapes["B_z"] = (d, p)
+    if train_embedding:
+        shapes["M"] = (N, d)
+        shapes["c"] = (N,)
+    return Packer(shapes)
+
+
+def lowrank_loss_grad(theta, packer, data, reg_A, fixed=None):
+    """L_f of DESIGN.md §4 for W = M A, plus λ_A ‖A‖²_F, and its gradient (flat vectors).
+
+    ``fixed`` supplies M and c when the embedding is not trained.
+    """
+    prm = dict(fixed or {})
+    prm.update(packer.unpack(theta))
+    N, d = prm["M"].shape
+    Bz = prm.get("B_z", np.zeros((d, data.p)))
+    loss, gA, gbz, gBz, gMT, gc = cpu.lowrank_drift_loss_grad(
+        data.z, data.u, data.f, data.lam, np.ascontiguousarray(prm["A"]),
+        np.ascontiguousarray(prm["b_z"]), np.ascontiguousarray(Bz),
+        np.ascontiguousarray(prm["M"].T), np.ascontiguousarray(prm["c"]), data.tau)
+    loss += reg_A * float(np.sum(prm["A"] ** 2))
+    grads = {"A": gA + 2.0 * reg_A * prm["A"], "b_z": gbz, "B_z": gBz, "M": gMT.T, "c": gc}
+    return loss, packer.pack(grads)
+
+
+def ridge_decoders(data, M, c, reg_A):
+    """Closed-form A, b_z, B_z for fixed M, c (DESIGN.md §5 step 2).
+
+    τ f_net = Θ ψ − z with Θ = [A, b_z, B_z], ψ = [φ(Mz + c); 1; u]. Output a decouples:
+        min_Θa  Λ_a/τ² · (1/K) Σ_k (Θ_a ψ_k − y_ka)² + λ_A ‖A_a‖²,   y_k = τ f_k + z_k
+        ⇒ (G + (τ² λ_A / Λ_a) I_A) Θ_aᵀ = C_a,   G = (1/K) Σ ψψᵀ, C = (1/K) Σ ψ yᵀ.
+    """
+    N, d = M.shape
+    Y = np.ascontiguousarray(data.tau * data.f + data.z)
+    G, C, _ = cpu.gram_statistics(data.z, data.u, Y, np.ascontiguousarray(M.T),
+                                  np.ascontiguousarray(c))
+    theta = np.empty((d, G.shape[0]))
+    ridge = np.zeros(G.shape[0])
+    ridge[:N] = 1.0
+    # a floor keeps the solve well posed when λ_A = 0 (tanh features can be nearly collinear)
+    floor = 1e-12 * np.trace(G) / G.shape[0]
+    for a in range(d):
+        lhs = G + np.diag(ridge * data.tau ** 2 * reg_A / data.lam[a] + floor)
+        theta[a] = scipy.linalg.solve(lhs, C[:, a], assume_a="pos")
+    return theta[:, :N], theta[:, N], theta[:, N + 1:]
+
+
+# -- full drift (fixed embedding): the Gram form ------------------------------------------------
+
+class FullGram:
+    """The full-mode drift loss as a quadratic form in Θ = [W, b, B_in] (DESIGN.md §3b, §5).
+
+    With ψ_k = [φ(h_k); 1; u_k], h_k = M z_k + c fixed, τ F_k = Θ ψ_k − h_k, P h_k = z_k + P c and
+    Q h_k = Q c:
+        τ (P F_k − f_k) = P Θ ψ_k − y_k,   y_k = z_k + P c + τ f_k
+        τ Q F_k         = Q Θ ψ_k − Q c
+    so, with G = (1/K)Σψψᵀ, C = (1/K)Σψyᵀ, ψ̄ = (1/K)Σψ, s = (1/K)Σ yᵀΛy, X = Θ G:
+        τ² L = tr(Λ P X Θᵀ Pᵀ) − 2 tr(Λ P Θ C) + s + λ⊥ [tr(Q X Θᵀ) − 2 (Qc)ᵀ Θ ψ̄ + cᵀQc]
+        τ² ∂L/∂Θ = 2 Pᵀ Λ P X − 2 Pᵀ Λ Cᵀ + 2 λ⊥ (Q X − Q c ψ̄ᵀ)
+    plus λ_W ‖W‖²_F. Every evaluation is O(N³), whatever K.
+    """
+
+    def __init__(self, data, M, c, P, Q, lam_perp, reg_W):
+        self.N, self.d = M.shape
+        self.p = data.p
+        self.tau, self.lam, self.lam_perp, self.reg_W = data.tau, data.lam, lam_perp, reg_W
+        self.P, self.Q = P, Q
+        y = data.z + P @ c + data.tau * data.f
+        self.G, self.C, self.mean = cpu.gram_statistics(
+            data.z, data.u, np.ascontiguousarray(y), np.ascontiguousarray(M.T),
+            np.ascontiguousarray(c))
+        self.s = float(np.mean(np.sum(data.lam * y * y, axis=1)))
+        self.Qc = Q @ c
+        self.cQc = float(c @ self.Qc)
+        self.packer = Packer({"W": (self.N, self.N), "b": (self.N,), "B_in": (self.N, self.p)})
+
+    def theta(self, prm):
+        return np.hstack([prm["W"], prm["b"][:, None], prm["B_in"]])
+
+    def loss_grad(self, flat):
+        prm = self.packer.unpack(flat)
+        Th = self.theta(prm)
+        X = Th @ self.G
+        LP = self.lam[:, None] * self.P
+        PTh = self.P @ Th
+        QTh = self.Q @ Th
+        loss = (np.sum((LP @ X) * PTh) - 2.0 * np.sum((LP @ Th) * self.C.T) + self.s
+                + self.lam_perp * (np.sum(X * QTh) - 2.0 * self.Qc @ Th @ self.mean + self.cQc))
+        grad = 2.0 * (self.P.T @ (LP @ X) - LP.T @ self.C.T
+                      + self.lam_perp * (self.Q @ X - np.outer(self.Qc, self.mean)))
+        loss /= self.tau ** 2
+        grad /= self.tau ** 2
+        W = prm["W"]
+        loss += self.reg_W * float(np.sum(W * W))
+        grad[:, : self.N] += 2.0 * self.reg_W * W
+        N = self.N
+        return float(loss), self.packer.pack({"W": grad[:, :N], "b": grad[:, N],
+                                              "B_in": grad[:, N + 1:]})
+
+
+def full_loss_grad_samples(data, W, b, B_in, M, c, P, Q, lam_perp):
+    """The same loss as FullGram, evaluated sample by sample (the reference kernel)."""
+    return cpu.full_drift_loss_grad(
+        data.z, data.u, data.f, data.lam, np.ascontiguousarray(W.T), np.ascontiguousarray(b),
+        np.ascontiguousarray(B_in.T), np.ascontiguousarray(M.T), np.ascontiguousarray(c),
+        np.ascontiguousarray(P), np.ascontiguousarray(Q), float(lam_perp), data.tau)
+
+
+# -- diffusion --------------------------------------------------------------------------------------
+
+def diffusion_loss_grad(theta, packer, z, Dt, M, c, D_private, reg_R):
+    """L_g of DESIGN.md §4 (+ λ_R ‖R‖²) and its gradient in (S0, R), flat."""
+    prm = packer.unpack(theta)
+    loss, gS0, gR = cpu.diffusion_loss_grad(z, Dt, np.ascontiguousarray(prm["S0"]),
+                                            np.ascontiguousarray(prm["R"]),
+                                            np.ascontiguousarray(M.T), np.ascontiguousarray(c),
+                                            np.ascontiguousarray(D_private))
+    loss += reg_R * float(np.sum(prm["R"] ** 2))
+    return loss, packer.pack({"S0": gS0, "R": gR + 2.0 * reg_R * prm["R"]})
+
+
+# -- training ---------------------------------------------------------------------------------------
+
+def initial_embedding(domain, N, rng, gain=(0.5, 3.0)):
+    """Random encoders M and offsets c so that h = M z + c spans tanh's nonlinear range.
+
+    In box coordinates z̃ = (z − centre) / halfwidth ∈ [−1, 1]^d, neuron i gets a random unit
+    direction e_i, a gain g_i ~ U(gain) and a threshold ξ_i ~ U(−1, 1):
+        h_i = g_i (e_i · z̃ − ξ_i)  ⇒  M_i = g_i e_i / halfwidth,  c_i = −g_i (e_i · centre/halfwidth + ξ_i).
+    Each neuron's tanh turns inside the box, at a random place and orientation.
+    """
+    d = domain.shape[0]
+    centre = domain.mean(axis=1)
+    half = (domain[:, 1] - domain[:, 0]) / 2.0
+    e = rng.standard_normal((N, d))
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    g = rng.uniform(gain[0], gain[1], size=N)
+    xi = rng.uniform(-1.0, 1.0, size=N)
+    M = g[:, None] * e / half
+    c = -g * (e @ (centre / half) + xi)
+    return M, c
+
+
+def sample_domain(system, K, rng):
+    """K points uniform over the system's box, and inputs uniform over its input box."""
+    lo, hi = system.domain[:, 0], system.domain[:, 1]
+    z = lo + (hi - lo) * rng.random((K, system.d))
+    if system.p:
+        ubox = np.asarray(getattr(system, "input_domain", [[-1.0, 1.0]] * system.p), dtype=float)
+        u = ubox[:, 0] + (ubox[:, 1] - ubox[:, 0]) * rng.random((K, system.p))
+    else:
+        u = np.zeros((K, 0))
+    return z, u
+
+
+def relative_error(pred, true):
+    """sqrt( Σ ‖pred − true‖² / Σ ‖true − mean(true)‖² ) over samples (DESIGN.md §4).
+
+    For a constant target (zero spread) the denominator is Σ ‖true‖² instead.
+    """
+    pred = pred.reshape(len(pred), -1)
+    true = true.reshape(len(true), -1)
+    num = float(np.sum((pred - true) ** 2))
+    den = float(np.sum((true - true.mean(axis=0)) ** 2))
+    if den <= 1e-12 * float(np.sum(true ** 2)):
+        den = float(np.sum(true ** 2))
+    return math.sqrt(num / den) if den > 0 else math.sqrt(num)
+
+
+class _Progress:
+    """Callback for L-BFGS-B: prints iteration, loss and time to a stream every few seconds."""
+
+    def __init__(self, stage, fun, stream, every_s=2.0):
+        self.stage, self.fun, self.stream, self.every_s = stage, fun, stream, every_s
+        self.t0 = time.perf_counter()
+        self.last = -1e9
+        self.it = 0
+        self.loss = float("nan")
+
+    def __call__(self, intermediate_result):
+        self.it += 1
+        self.loss = float(intermediate_result.fun)
+        now = time.perf_counter()
+        if self.stream is not None and now - self.last >= self.every_s:
+            self.last = now
+            print(f"  [{self.stage}] iter {self.it:5d}  loss {self.loss:.4e}  "
+                  f"{now - self.t0:6.1f}s", file=self.stream, flush=True)
+
+
+def _minimize(fun, x0, stage, max_iter, tol, progress, bounds=None):
+    cb = _Progress(stage, fun, progress)
+    t0 = time.perf_counter()
+    res = scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+                                  callback=cb, options={"maxiter": int(max_iter), "ftol": tol,
+                                                        "gtol": 1e-12, "maxcor": 20})
+    if not np.all(np.isfinite(res.x)):
+        raise DDMError(f"{stage}: the optimizer produced non-finite parameters; "
+                       "try a smaller --reg or fewer --neurons")
+    info = {"iterations": int(res.nit), "evaluations": int(res.nfev), "loss": float(res.fun),
+            "seconds": time.perf_counter() - t0, "message": str(res.message)}
+    if progress is not None:
+        print(f"  [{stage}] done: {res.nit} iterations, loss {res.fun:.4e}, "
+              f"{info['seconds']:.1f}s ({res.message})", file=progress, flush=True)
+    return res.x, info
+
+
+def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
+        test_samples=4096, max_iter=300, tol=1e-12, reg=1e-8, fixed_embedding=False,
+        dale=None, sigma_private=0.0, perp_weight=1.0, progress=sys.stderr):
+    """Train a network whose latent drift and diffusion match ``system`` (DESIGN.md §5).
+
+    Returns the Network; its ``meta["fit"]`` holds the figures of fit on held-out samples.
+    ``progress``: a text stream for progress lines (None for silence).
+    """
+    system = get_system(system)
+    N, d, p = int(neurons), system.d, system.p
+    if N < d:
+        raise DDMError(f"--neurons must be at least the latent dimension d = {d}, got {N}")
+    if mode not in ("lowrank", "full"):
+        raise DDMError(f"mode must be 'lowrank' or 'full', got {mode!r}")
+    if dale is not None:
+        if mode != "full":
+            raise DDMError("Dale's law needs full connectivity: use --mode full with --dale")
+        if not 0.0 <= dale <= 1.0:
+            raise DDMError(f"--dale is the fraction of excitatory neurons, in [0, 1]; got {dale}")
+    if tau <= 0 or sigma_private < 0:
+        raise DDMError("tau must be > 0 and sigma_private >= 0")
+    K = int(samples) if samples else int(min(32768, 6000 * d))
+    rng = np.random.default_rng(seed)
+    t_start = time.perf_counter()
+    say = (lambda msg: print(msg, file=progress, flush=True)) if progress else (lambda msg: None)
+
+    # 1. samples: training and held-out, uniform over the domain
+    z, u = sample_domain(system, K, rng)
+    z_test, u_test = sample_domain(system, int(test_samples), rng)
+    f, g = evaluate(system, z, u if p else None)
+    f_test, g_test = evaluate(system, z_test, u_test if p else None)
+    var = f.var(axis=0)
+    lam = 1.0 / np.where(var > 0, var, 1.0)
+    data = DriftData(z, u, f, lam, tau)
+    say(f"fit {system.name}: N={N}, d={d}, mode={mode}, K={K} training / {len(z_test)} held-out "
+        f"samples, seed={seed}")
+
+    # 2. embedding and ridge decoders. The penalty λ_A ‖A‖²_F gets λ_A = reg · mean(Λ) / τ²:
+    # A carries τ f, so this makes `reg` dimensionless (the same for a drift of size 1 or 1000).
+    reg_A = reg * float(np.mean(lam)) / tau ** 2
+    M, c = initial_embedding(system.domain, N, rng)
+    A, b_z, B_z = ridge_decoders(data, M, c, reg_A)
+    stages = {}
+    # 3. joint L-BFGS-B over decoders and embedding (low-rank)
+    if not fixed_embedding:
+        packer = lowrank_packer(N, d, p, train_embedding=True)
+        # L-BFGS-B is not scale invariant: optimize in units where each block is O(1)
+        scale = packer.pack({"A": np.full((d, N), max(np.abs(A).std(), 1e-3)),
+                             "b_z": np.full(d, max(np.abs(A).std(), 1e-3)),
+                             "B_z": np.full((d, p), max(np.abs(B_z).std(), 1e-3) if p else 1.0),
+                             "M": np.tile(np.abs(M).std(axis=0), (N, 1)),
+                             "c": np.full(N, 1.0)})
+
+        def objective(x):
+            loss, grad = lowrank_loss_grad(x * scale, packer, data, reg_A)
+            return loss, grad * scale
+
+        x0 = packer.pack({"A": A, "b_z": b_z, "B_z": B_z, "M": M, "c": c}) / scale
+        x, stages["lowrank"] = _minimize(objective, x0, "drift", max_iter, tol, progress)
+        prm = packer.unpack(x * scale)
+        A, b_z, M, c = prm["A"], prm["b_z"], prm["M"], prm["c"]
+        B_z = prm.get("B_z", B_z)
+    B_in = M @ B_z if p else None  # on-manifold input weights: P B_in = B_z
+    net = Network(tau, M, c, M @ b_z + c, np.zeros((d, system.m)), np.zeros((d, system.m, N)),
+                  sigma_private, A=A, B_in=B_in)
+
+    # 4. full connectivity: quadratic in (W, b, B_in) with the embedding fixed
+    if mode == "full":
+        lam_perp = perp_weight * float(np.mean(lam))
+        gram = FullGram(data, M, c, net.P, net.Q, lam_perp, reg_A)
+        W0 = M @ A
+        bounds = None
+        if dale is not None:
+            n_exc = int(round(dale * N))
+            sign = np.where(np.arange(N) < n_exc, 1.0, -1.0)
+            W0 = np.where(W0 * sign[None, :] >= 0, W0, 0.0)
+            lo = np.where(sign > 0, 0.0, -np.inf)[None, :].repeat(N, 0)
+            hi = np.where(sign > 0, np.inf, 0.0)[None, :].repeat(N, 0)
+            free = np.full(N + N * p, np.inf)
+            bounds = scipy.optimize.Bounds(np.concatenate([lo.ravel(), -free]),
+                                           np.concatenate([hi.ravel(), free]))
+        x0 = gram.packer.pack({"W": W0, "b": net.b, "B_in": B_in if p else np.zeros((N, 0))})
+        x, stages["full"] = _minimize(gram.loss_grad, x0, "full W", max_iter, tol, progress,
+                                      bounds=bounds)
+        prm = gram.packer.unpack(x)
+        net = Network(tau, M, c, prm["b"], net.S0, net.R, sigma_private, W=prm["W"],
+                      B_in=prm["B_in"] if p else None)
+        if dale is not None:
+            net.meta["dale"] = {"fraction_excitatory": dale, "n_excitatory": n_exc}
+
+    # 5. diffusion
+    S0, R, stages["diffusion"] = fit_diffusion(system, net, z, g, reg, max_iter, tol, progress)
+    net.S0, net.R = S0, R
+
+    # 6. figures of fit on held-out samples
+    figures = figures_of_fit(system, net, z_test, u_test if p else None, f_test, g_test)
+    figures["e_f_train"] = relative_error(net.latent_drift(z, u if p else None), f)
+    net.meta.update({
+        "system": {"name": system.name, "spec": getattr(system, "spec", system.name),
+                   "params": system.params, "d": d, "m": system.m, "p": p,
+                   "domain": system.domain.tolist(), "dt": system.dt,
+                   "duration": system.duration},
+        "training": {"mode": mode, "neurons": N, "seed": seed, "tau": tau, "samples": K,
+                     "test_samples": int(test_samples), "max_iter": max_iter, "tol": tol,
+                     "reg": reg, "fixed_embedding": bool(fixed_embedding), "dale": dale,
+                     "sigma_private": sigma_private, "perp_weight": perp_weight,
+                     "stages": stages, "seconds": time.perf_counter() - t_start},
+        "fit": figures,
+        "version": __version__,
+    })
+    say("figures of fit (held-out): " + ", ".join(f"{k} = {v:.3g}" for k, v in figures.items()))
+    return net
+
+
+def figures_of_fit(system, net, z, u, f, g):
+    """e_f, e_D (DESIGN.md §4) on the given samples, and the off-manifold drift of full models."""
+    D = np.einsum("kam,kbm->kab", g, g)
+    out = {"e_f": relative_error(net.latent_drift(z, u), f),
+           "e_D": relative_error(net.latent_diffusion(z), D)}
+    if net.mode == "full":
+        Fp = net.off_manifold_drift(z, u)
+        out["off_manifold_rel"] = math.sqrt(float(np.sum(Fp ** 2)) / float(np.sum(f ** 2)))
+    return out
+
+
+def fit_diffusion(system, net, z, g, reg, max_iter, tol, progress):
+    """S0 and R (DESIGN.md §3c, §5 step 4): closed form for constant D, else ridge + L-BFGS-B."""
+    d, m, N = system.d, system.m, net.N
+    D_private = net.sigma_private ** 2 * (net.P @ net.P.T)
+    if system.constant_diffusion:
+        g0 = g[0]
+        D0 = g0 @ g0.T
+        rest = D0 - D_private
+        if np.linalg.eigvalsh(rest).min() < -1e-12 * max(1.0, np.abs(D0).max()):
+            raise DDMError("the private noise sigma_private is larger than the target's "
+                           "diffusion allows (D − σ_p² P Pᵀ is not positive semi-definite); "
+                           "lower --sigma-private")
+        if net.sigma_private == 0:
+            S0 = g0.copy()
+        else:  # symmetric square root of what is left, padded/truncated to m columns
+            w, V = np.linalg.eigh(rest)
+            root = V @ np.diag(np.sqrt(np.clip(w, 0, None))) @ V.T
+            S0 = np.zeros((d, m))
+            S0[:, : min(d, m)] = root[:, : min(d, m)]
+            if m < d:
+                S0 = root[:, :d]
+        return S0, np.zeros((d, S0.shape[1], N)), {"method": "closed form"}
+    # state-dependent: S has g's structure and is linear in (S0, R) -> ridge on g as a start
+    K = len(z)
+    Y = np.ascontiguousarray(g.reshape(K, d * m))
+    G, C, _ = cpu.gram_statistics(np.ascontiguousarray(z), np.zeros((K, 0)), Y,
+                                  np.ascontiguousarray(net.M.T), np.ascontiguousarray(net.c))
+    ridge = np.full(N + 1, reg)
+    ridge[N] = 0.0
+    coef = scipy.linalg.solve(G + np.diag(ridge + 1e-12 * np.trace(G) / len(G)), C,
+                              assume_a="pos")  # (N + 1, d m)
+    R0 = coef[:N].T.reshape(d, m, N)
+    S00 = coef[N].reshape(d, m)
+    packer = Packer({"S0": (d, m), "R": (d, m, N)})
+    Dt = np.ascontiguousarray(np.einsum("kam,kbm->kab", g, g))
+    scale_D = 1.0 / max(float(np.mean(np.sum(Dt ** 2, axis=(1, 2)))), 1e-300)
+    zc = np.ascontiguousarray(z)
+
+    def objective(x):
+        loss, grad = diffusion_loss_grad(x, packer, zc, Dt, net.M, net.c, D_private, reg)
+        return loss * scale_D, grad * scale_D
+
+    x, info = _minimize(objective, packer.pack({"S0": S00, "R": R0}), "diffusion", max_iter,
+                        tol, progress)
+    prm = packer.unpack(x)
+    info["method"] = "ridge on g, then L-BFGS-B"
+    return prm["S0"].copy(), prm["R"].copy(), info

@@ -1,0 +1,223 @@
+"""The network (DESIGN.md §1–3, §8): its parameters, the matrices derived from them, its file.
+
+    dx = (1/τ) [ −x + W φ(x) + b + B_in u ] dt + Σ(x) dW,     Σ(x) = [ M S(x), σ_p I_N ]
+
+Low-rank models store the decoders A (W = M A); full models store W. Either way the latent
+state is z = P (x − c) with P = (MᵀM)⁻¹Mᵀ.
+"""
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from .errors import DDMError
+
+FORMAT = "ddm_numba.model/1"
+
+
+class Network:
+    """A rate network with a d-dimensional latent manifold {M z + c}.
+
+    Exactly one of ``A`` (low-rank, W = M A) or ``W`` (full) is given.
+    """
+
+    def __init__(self, tau, M, c, b, S0, R, sigma_private=0.0, A=None, W=None, B_in=None,
+                 meta=None):
+        if (A is None) == (W is None):
+            raise DDMError("a network needs exactly one of A (low-rank) or W (full)")
+        self.tau = float(tau)
+        self.M = np.ascontiguousarray(M, dtype=float)
+        self.c = np.ascontiguousarray(c, dtype=float)
+        self.b = np.ascontiguousarray(b, dtype=float)
+        self.S0 = np.ascontiguousarray(S0, dtype=float)
+        self.R = np.ascontiguousarray(R, dtype=float)
+        self.sigma_private = float(sigma_private)
+        self.A = None if A is None else np.ascontiguousarray(A, dtype=float)
+        self._W = None if W is None else np.ascontiguousarray(W, dtype=float)
+        self.B_in = None if B_in is None else np.ascontiguousarray(B_in, dtype=float)
+        self.meta = dict(meta or {})
+        _validate(self._arrays(), "network")
+        self.P = np.linalg.solve(self.M.T @ self.M, self.M.T)
+        self.Q = np.eye(self.N) - self.M @ self.P
+
+    # -- sizes and derived quantities ------------------------------------------------------
+    N = property(lambda self: self.M.shape[0])
+    d = property(lambda self: self.M.shape[1])
+    m = property(lambda self: self.S0.shape[1])
+    p = property(lambda self: 0 if self.B_in is None else self.B_in.shape[1])
+    mode = property(lambda self: "lowrank" if self.A is not None else "full")
+
+    @property
+    def W(self):
+        """Connectivity N×N (for low-rank models, the rank-d product M A)."""
+        return self.M @ self.A if self._W is None else self._W
+
+    @property
+    def b_z(self):
+        """Latent bias b_z = P (b − c) (for low-rank models b = M b_z + c)."""
+        return self.P @ (self.b - self.c)
+
+    @property
+    def B_z(self):
+        """Latent input gain P B_in (d×p)."""
+        return np.zeros((self.d, 0)) if self.B_in is None else self.P @ self.B_in
+
+    def embed(self, z):
+        """x = M z + c for latent points z (K, d)."""
+        return np.asarray(z, dtype=float) @ self.M.T + self.c
+
+    def readout(self, x):
+        """z = P (x − c) for states x (..., N)."""
+        return (np.asarray(x, dtype=float) - self.c) @ self.P.T
+
+    def full_drift(self, x, u=None):
+        """F(x) = (1/τ)[−x + W φ(x) + b + B_in u]  (..., N)."""
+        F = -x + np.tanh(x) @ self.W.T + self.b
+        if self.B_in is not None and u is not None:
+            F = F + np.asarray(u, dtype=float) @ self.B_in.T
+        return F / self.tau
+
+    def latent_drift(self, z, u=None):
+        """f_net(z, u) = P F(M z + c)  (K, d): the drift on the manifold."""
+        return self.full_drift(self.embed(z), u) @ self.P.T
+
+    def off_manifold_drift(self, z, u=None):
+        """F_⊥ = Q F(M z + c) (K, N): zero for low-rank models."""
+        return self.full_drift(self.embed(z), u) @ self.Q
+
+    def noise_S(self, z):
+        """S(h)_{ab} = S0_{ab} + Σ_j R_{abj} φ_j(h), h = M z + c  → (K, d, m)."""
+        phi = np.tanh(self.embed(z))
+        return self.S0[None] + np.einsum("abj,kj->kab", self.R, phi)
+
+    def latent_diffusion(self, z):
+        """D_net(z) = S Sᵀ + σ_p² P Pᵀ  (K, d, d)."""
+        S = self.noise_S(z)
+        return np.einsum("kam,kbm->kab", S, S) + self.sigma_private ** 2 * (self.P @ self.P.T)
+
+    # -- file ---------------------------------------------------------------------------------
+    def _arrays(self):
+        arrays = {"tau": np.array(self.tau), "M": self.M, "c": self.c, "b": self.b,
+                  "S0": self.S0, "R": self.R, "sigma_private": np.array(self.sigma_private)}
+        if self.A is not None:
+            arrays["A"] = self.A
+        if self._W is not None:
+            arrays["W"] = self._W
+        if self.B_in is not None:
+            arrays["B_in"] = self.B_in
+        return arrays
+
+    def save(self, path):
+        """Write the model `.npz` of DESIGN.md §8 atomically (temp file + rename)."""
+        arrays = self._arrays()
+        arrays["format"] = np.array(FORMAT)
+        arrays["meta"] = np.array(json.dumps(self.meta, sort_keys=True))
+        atomic_savez(path, arrays)
+
+    @classmethod
+    def load(cls, path):
+        return load_model(path)
+
+    def __repr__(self):
+        return (f"Network(mode={self.mode!r}, N={self.N}, d={self.d}, m={self.m}, p={self.p}, "
+                f"tau={self.tau}, system={self.meta.get('system', {}).get('name')!r})")
+
+
+def atomic_savez(path, arrays):
+    """np.savez to a temporary file in the target's folder, then rename: no partial files."""
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        raise DDMError(f"output file {path!r} must end in .npz")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise DDMError(f"cannot write {path!r}: folder {folder!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_npz(path, what):
+    """Every array of an .npz, read with allow_pickle=False; errors name the file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DDMError(f"{what} file {path!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except Exception as exc:  # zipfile.BadZipFile, ValueError (object arrays), EOFError, ...
+        raise DDMError(f"{what} file {path!r} is not a readable .npz "
+                       f"(corrupted or truncated?): {exc}") from None
+
+
+def _shape_error(key, got, want):
+    return DDMError(f"model key {key!r} has shape {got}, expected {want}")
+
+
+def _validate(arrays, source):
+    """Check every key's presence, shape, dtype and finiteness; messages name the key."""
+    for key in ("tau", "M", "c", "b", "S0", "R", "sigma_private"):
+        if key not in arrays:
+            raise DDMError(f"{source}: model key {key!r} is missing")
+    if ("A" in arrays) == ("W" in arrays):
+        raise DDMError(f"{source}: a model has exactly one of the keys 'A' (low-rank) or "
+                       "'W' (full)")
+    for key, value in arrays.items():
+        if key in ("format", "meta"):
+            continue
+        value = np.asarray(value)
+        if value.dtype.kind not in "fiu":
+            raise DDMError(f"{source}: model key {key!r} has dtype {value.dtype}, expected float")
+        if not np.all(np.isfinite(value)):
+            raise DDMError(f"{source}: model key {key!r} has non-finite values")
+    M = np.asarray(arrays["M"])
+    if M.ndim != 2 or M.shape[0] < M.shape[1] or M.shape[1] < 1:
+        raise DDMError(f"{source}: model key 'M' has shape {M.shape}, expected (N, d) with N >= d")
+    N, d = M.shape
+    S0 = np.asarray(arrays["S0"])
+    if S0.ndim != 2 or S0.shape[0] != d:
+        raise DDMError(f"{source}: " + str(_shape_error("S0", S0.shape, f"({d}, m)")))
+    m = S0.shape[1]
+    want = {"tau": (), "sigma_private": (), "c": (N,), "b": (N,), "R": (d, m, N)}
+    if "A" in arrays:
+        want["A"] = (d, N)
+    else:
+        want["W"] = (N, N)
+    if "B_in" in arrays:
+        B_in = np.asarray(arrays["B_in"])
+        if B_in.ndim != 2 or B_in.shape[0] != N:
+            raise DDMError(f"{source}: " + str(_shape_error("B_in", B_in.shape, f"({N}, p)")))
+    for key, shape in want.items():
+        got = np.shape(arrays[key])
+        if got != shape:
+            raise DDMError(f"{source}: " + str(_shape_error(key, got, shape)))
+    if float(arrays["tau"]) <= 0:
+        raise DDMError(f"{source}: model key 'tau' must be > 0, got {float(arrays['tau'])}")
+    if float(arrays["sigma_private"]) < 0:
+        raise DDMError(f"{source}: model key 'sigma_private' must be >= 0")
+    if np.linalg.matrix_rank(M) < d:
+        raise DDMError(f"{source}: model key 'M' does not have full column rank {d}")
+
+
+def load_model(path):
+    """Read and validate a model `.npz` (never unpickles)."""
+    arrays = read_npz(path, "model")
+    fmt = str(arrays.pop("format", ""))
+    if fmt != FORMAT:
+        raise DDMError(f"{path}: not a ddm_numba model (format {fmt!r}, expected {FORMAT!r})")
+    try:
+        meta = json.loads(str(arrays.pop("meta", "{}")))
+    except json.JSONDecodeError as exc:
+        raise DDMError(f"{path}: model key 'meta' is not valid JSON: {exc}") from None
+    allowed = {"tau", "M", "c", "A", "W", "b", "S0", "R", "sigma_private", "B_in"}
+    extra = sorted(set(arrays) - allowed)
+    if extra:
+        raise DDMError(f"{path}: unexpected model key {extra[0]!r}")
+    _validate(arrays, path)
+    return Network(meta=meta, **{k: v for k, v in arrays.items()})
