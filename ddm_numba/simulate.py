@@ -159,7 +159,7 @@ def sample_network(net, trials=100, time=100.0, seed=0, dt=None, record_every=No
         raise DDMError(f"recording would take {(bytes_x + trials * T * d * 8) / 2**30:.1f} GiB; "
                        "record less often (--record-every) or fewer trials")
     schedule = [parse_input(s, p) if isinstance(s, str) else s for s in inputs]
-    U = input_array(schedule, p, n_steps, dt)
+    U = input_array(schedule, p, n_steps + 1, dt)  # one row per step and the last record
     domain = np.asarray(sysmeta.get("domain", [[-1.0, 1.0]] * d), dtype=float)
     z_init = _initial_latent(z0, trials, d, domain, seed)
     x0 = np.ascontiguousarray(net.embed(z_init))
@@ -179,7 +179,7 @@ def sample_network(net, trials=100, time=100.0, seed=0, dt=None, record_every=No
     meta = _common_meta("network", seed, dt, every, schedule)
     meta.update({"system": sysmeta, "N": N, "mode": net.mode})
     return Trajectories(np.arange(T) * every * dt, z_out, x_out if save_neurons else None,
-                        U[::every][:T] if p else None, meta)
+                        U[::every] if p else None, meta)
 
 
 def sample_target(system, trials=100, time=100.0, seed=0, dt=None, record_every=None,
@@ -194,7 +194,7 @@ def sample_target(system, trials=100, time=100.0, seed=0, dt=None, record_every=
     T = n_steps // every + 1
     d, m, p = system.d, system.m, system.p
     schedule = [parse_input(s, p) if isinstance(s, str) else s for s in inputs]
-    U = input_array(schedule, p, n_steps, dt)
+    U = input_array(schedule, p, n_steps + 1, dt)  # one row per step and the last record
     z = _initial_latent(z0, trials, d, system.domain, seed)
     states = make_states(trials, seed)
     xi = np.empty((trials, m))
@@ -224,7 +224,7 @@ def sample_target(system, trials=100, time=100.0, seed=0, dt=None, record_every=
     meta = _common_meta("target", seed, dt, every, schedule)
     meta["system"] = {"name": system.name, "spec": getattr(system, "spec", system.name),
                       "params": system.params, "d": d, "m": m, "p": p}
-    return Trajectories(np.arange(T) * every * dt, z_out, None, U[::every][:T] if p else None,
+    return Trajectories(np.arange(T) * every * dt, z_out, None, U[::every] if p else None,
                         meta)
 
 

@@ -1,0 +1,91 @@
+"""Sampling: reproducibility, input schedules, blow-ups, and the statistics of known systems."""
+import math
+
+import numba
+import numpy as np
+import pytest
+import scipy.linalg
+
+from ddm_numba import DDMError, fit, sample_network, sample_target
+from ddm_numba.simulate import input_array, parse_input
+
+
+def test_same_seed_same_paths_whatever_the_thread_count(dw_model):
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = sample_network(dw_model, trials=6, time=5, seed=3, save_neurons=True)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = sample_network(dw_model, trials=6, time=5, seed=3, save_neurons=True)
+    finally:
+        numba.set_num_threads(before)
+    assert np.array_equal(one.z, many.z) and np.array_equal(one.x, many.x)
+    other = sample_network(dw_model, trials=6, time=5, seed=4)
+    assert not np.array_equal(one.z, other.z)
+
+
+def test_recorded_latent_is_readout_of_neurons(dw_model):
+    traj = sample_network(dw_model, trials=3, time=2, seed=0, save_neurons=True, record_every=7)
+    assert traj.x.shape == (3, len(traj.t), dw_model.N)
+    assert np.allclose(traj.z, dw_model.readout(traj.x), atol=1e-12)
+    assert np.allclose(np.diff(traj.t), 7 * dw_model.meta["system"]["dt"])
+
+
+def test_network_and_target_share_noise(dw_model):
+    """With the same seed and no private noise both see the same ξ: paths stay close over a
+    short horizon (they drift apart only by the drift error, ~1e-3 here)."""
+    net = sample_network(dw_model, trials=4, time=2, seed=5)
+    tgt = sample_target(dw_model.meta["system"]["name"], trials=4, time=2, seed=5)
+    assert np.max(np.abs(net.z - tgt.z)) < 0.05
+
+
+def test_blowup_is_reported_with_trial_and_time(dw_model):
+    # The network's drift is bounded (tanh), so it blows up only through the Euler instability:
+    # with dt = 3τ the off-manifold part grows by |1 − dt/τ| = 2 a step and overflows in ~1000.
+    with pytest.raises(DDMError, match=r"trial \d+ became non-finite at t = "):
+        sample_network(dw_model, trials=2, time=6000, dt=3.0, record_every=1)
+    with pytest.raises(DDMError, match=r"trial \d+ became non-finite"):
+        sample_target("double_well", trials=2, time=50, dt=3.0, record_every=1)
+
+
+def test_input_schedule_parsing():
+    t0, t1, u = parse_input("1.5:3:1,-2", 2)
+    assert (t0, t1) == (1.5, 3.0) and np.array_equal(u, [1, -2])
+    for bad in ("1:2", "a:2:1,1", "3:1:1,1", "0:1:1", "0:1:nan,1"):
+        with pytest.raises(DDMError, match="--input"):
+            parse_input(bad, 2)
+    U = input_array([(0.1, 0.3, np.array([1.0]))], 1, 5, 0.1)
+    assert U[:, 0].tolist() == [0, 1, 1, 0, 0]
+    with pytest.raises(DDMError, match="overlap"):
+        input_array([(0, 1, np.ones(1)), (0.5, 2, np.ones(1))], 1, 30, 0.1)
+
+
+def test_inputs_move_the_network_between_memories(mw_model):
+    """multiwell: while the input u = (−2, 2) is on, z − z³ + u has one stable point,
+    (−1.52, 1.52): every trial goes there. After it is switched off the trials relax to the
+    (−1, 1) memory; barrier crossings (Kramers rate ≈ 0.004 per unit time) are rare in 1 unit."""
+    traj = sample_network(mw_model, trials=16, time=6, seed=2, inputs=["0:5:-2,2"])
+    on = traj.z[:, np.searchsorted(traj.t, 4.9)]
+    assert np.all(np.abs(on - [-1.52, 1.52]) < 0.5)
+    assert np.array_equal(traj.u[np.searchsorted(traj.t, 5.5)], [0.0, 0.0])
+    end = traj.z[:, -1]
+    assert np.sum((end[:, 0] < 0) & (end[:, 1] > 0)) >= 15
+
+
+def test_ou2d_stationary_covariance():
+    """The network's stationary covariance equals the exact one of the Euler–Maruyama chain.
+
+    For z' = F z + σ√dt ξ, F = I − B dt, the stationary covariance solves S = F S Fᵀ + σ² dt I
+    exactly. Trials are independent, so each trial's time-averaged z zᵀ is one i.i.d. estimate:
+    the tolerance is 5 standard errors of their mean, plus the drift-fit error (~1e-4).
+    """
+    net = fit("ou2d", 64, seed=1, max_iter=20, progress=None)
+    dt = 0.02
+    traj = sample_network(net, trials=64, time=60, seed=7, dt=dt)
+    zs = traj.z[:, traj.t >= 5.0]
+    per_trial = np.einsum("kta,ktb->kab", zs, zs) / zs.shape[1]
+    mean = per_trial.mean(0)
+    se = per_trial.std(0, ddof=1) / math.sqrt(per_trial.shape[0])
+    B = np.array([[1.0, -2.0], [2.0, 1.0]])
+    S = scipy.linalg.solve_discrete_lyapunov(np.eye(2) - B * dt, dt * np.eye(2))
+    assert np.all(np.abs(mean - S) < 5 * se + 2e-3)
