@@ -1,0 +1,62 @@
+"""The kernel decorator and the activation function."""
+import numba
+import numpy as np
+
+from ddm_numba import _jit
+from ddm_numba.backends import cpu
+from ddm_numba.matching import DriftData, lowrank_loss_grad, lowrank_packer
+
+
+def test_cache_falls_back_when_numba_cannot_cache(monkeypatch):
+    """On a read-only install numba raises RuntimeError for cache=True at decoration time; the
+    decorator must then compile without a cache instead of failing the import."""
+    real = _jit.njit
+    calls = []
+
+    def njit(cache=False, **options):
+        calls.append(cache)
+        if cache:
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'x'")
+        return real(cache=cache, **options)
+
+    monkeypatch.setattr(_jit, "njit", njit)
+    monkeypatch.setattr(_jit, "_CACHE_OK", None)
+
+    @_jit.kernel()
+    def twice(x):
+        return 2.0 * x
+
+    assert twice(3.0) == 6.0 and calls == [True, False]
+
+
+def test_phi_is_tanh():
+    x = np.concatenate([np.linspace(-30, 30, 20001), np.logspace(-300, 1.5, 500),
+                        -np.logspace(-300, 1.5, 500), [0.0]])
+    out = np.empty_like(x)
+
+    @numba.njit
+    def apply(x, out):
+        for i in range(x.size):
+            out[i] = _jit.phi(x[i])
+    apply(x, out)
+    ref = np.tanh(x)
+    assert np.all(np.abs(out - ref) <= 4e-15 * np.maximum(np.abs(ref), 1e-300))
+
+
+def test_loss_bits_do_not_depend_on_thread_count():
+    rng = np.random.default_rng(0)
+    K, N, d = 1000, 40, 2
+    data = DriftData(rng.standard_normal((K, d)), np.zeros((K, 0)), rng.standard_normal((K, d)),
+                     np.ones(d), 1.0)
+    packer = lowrank_packer(N, d, 0)
+    x = rng.standard_normal(packer.size)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = lowrank_loss_grad(x, packer, data, 0.0)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = lowrank_loss_grad(x, packer, data, 0.0)
+    finally:
+        numba.set_num_threads(before)
+    assert one[0] == many[0] and np.array_equal(one[1], many[1])
+    assert cpu.BLOCK < K  # several blocks, so the reduction order is exercised
