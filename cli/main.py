@@ -100,7 +100,7 @@ def fit(system, neurons, out, params, mode, seed, tau, samples, max_iter, reg, f
                           max_iter=max_iter, reg=reg, fixed_embedding=fixed_embedding, dale=dale,
                           sigma_private=sigma_private, progress=None if quiet else sys.stderr)
         net.save(out)
-    except DDMError as exc:
+    except (DDMError, OSError) as exc:
         _fail(exc)
     figs = net.meta["fit"]
     click.echo(f"wrote {out}: {net.mode} network, N={net.N}, d={net.d}; held-out "
@@ -165,7 +165,7 @@ def sample(model, out, trials, duration, seed, dt, record_every, inputs, save_ne
             plot_comparison(plot, runs, b, title=f"{system.name}: N={net.N} {net.mode} network "
                             "vs target, same seeds")
             click.echo(f"wrote {plot}")
-    except DDMError as exc:
+    except (DDMError, OSError) as exc:
         _fail(exc)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from ddm_numba import DDMError, fit, sample_network, sample_target
+from ddm_numba import DDMError, Network, fit, sample_network, sample_target
 from ddm_numba.simulate import input_array, parse_input
 
 
@@ -22,6 +22,16 @@ def test_same_seed_same_paths_whatever_the_thread_count(dw_model):
     assert np.array_equal(one.z, many.z) and np.array_equal(one.x, many.x)
     other = sample_network(dw_model, trials=6, time=5, seed=4)
     assert not np.array_equal(one.z, other.z)
+
+
+def test_full_connectivity_path_equals_low_rank_path(dw_model):
+    """A full model with W = M A is the same network: the O(N²) branch of the simulator must give
+    the low-rank branch's paths, up to rounding (same seed, same noise)."""
+    net = dw_model
+    full = Network(net.tau, net.M, net.c, net.b, net.S0, net.R, W=net.M @ net.A, meta=net.meta)
+    a = sample_network(net, trials=4, time=3, seed=11, save_neurons=True)
+    b = sample_network(full, trials=4, time=3, seed=11, save_neurons=True)
+    assert np.max(np.abs(a.x - b.x)) < 1e-9 and np.max(np.abs(a.z - b.z)) < 1e-9
 
 
 def test_recorded_latent_is_readout_of_neurons(dw_model):
