@@ -18,6 +18,21 @@ BLOCK = 256
 # Reassociation lets LLVM vectorize dot products; no nnan/ninf, so non-finite values still show.
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
+@kernel(inline="always", fastmath=_FAST)
+def hidden_activity(z, k, MT, c, out):
+    """out[:N] = φ(h_k), h_k = M z_k + c: the neurons' rates at latent sample k (DESIGN.md §2)."""
+    N = c.shape[0]
+    for i in range(N):
+        out[i] = c[i]
+    for j in range(MT.shape[0]):
+        zj = z[k, j]
+        row = MT[j]
+        for i in range(N):
+            out[i] += row[i] * zj
+    for i in range(N):
+        out[i] = phi(out[i])
+
+
 
 @kernel(parallel=True, fastmath=_FAST)
 def lowrank_drift_loss_grad(z, u, f, lam, A, bz, Bz, MT, c, tau):
@@ -48,20 +63,12 @@ def lowrank_drift_loss_grad(z, u, f, lam, A, bz, Bz, MT, c, tau):
         gA = np.zeros((d, N))
         gMT = np.zeros((d, N))
         gc = np.zeros(N)
-        h = np.empty(N)
         ph = np.empty(N)
         delta = np.empty(N)
         e = np.empty(d)
         loss = 0.0
         for k in range(ib * BLOCK, min(K, (ib + 1) * BLOCK)):
-            h[:] = c
-            for j in range(d):
-                zj = z[k, j]
-                row = MT[j]
-                for i in range(N):
-                    h[i] += row[i] * zj
-            for i in range(N):
-                ph[i] = phi(h[i])
+            hidden_activity(z, k, MT, c, ph)
             for a in range(d):
                 row = A[a]
                 s = 0.0
@@ -118,19 +125,11 @@ def lowrank_drift_loss_grad(z, u, f, lam, A, bz, Bz, MT, c, tau):
 @kernel(fastmath=_FAST)
 def _features(z, u, MT, c, start, stop, out):
     """out[k - start] = ψ_k = [φ(M z_k + c), 1, u_k] for k in [start, stop)."""
-    d = z.shape[1]
     N = c.shape[0]
     p = u.shape[1]
     for k in range(start, stop):
         row = out[k - start]
-        for i in range(N):
-            row[i] = c[i]
-        for j in range(d):
-            zj = z[k, j]
-            for i in range(N):
-                row[i] += MT[j, i] * zj
-        for i in range(N):
-            row[i] = phi(row[i])
+        hidden_activity(z, k, MT, c, row)
         row[N] = 1.0
         for q in range(p):
             row[N + 1 + q] = u[k, q]
@@ -241,14 +240,7 @@ def diffusion_loss_grad(z, Dt, S0, R, MT, c, D_private):
         E = np.empty((d, d))
         GS = np.empty((d, m))
         for k in range(ib * BLOCK, min(K, (ib + 1) * BLOCK)):
-            for i in range(N):
-                ph[i] = c[i]
-            for j in range(d):
-                zj = z[k, j]
-                for i in range(N):
-                    ph[i] += MT[j, i] * zj
-            for i in range(N):
-                ph[i] = phi(ph[i])
+            hidden_activity(z, k, MT, c, ph)
             for a in range(d):
                 for q in range(m):
                     s = S0[a, q]
