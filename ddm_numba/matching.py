@@ -3,7 +3,6 @@
 Objectives follow scipy.optimize's convention: a pure function of one flat float64 vector that
 returns (loss, gradient), so each can be tested without the optimizer.
 """
-import json
 import math
 import sys
 import time
@@ -233,8 +232,8 @@ def relative_error(pred, true):
 class _Progress:
     """Callback for L-BFGS-B: prints iteration, loss and time to a stream every few seconds."""
 
-    def __init__(self, stage, fun, stream, every_s=2.0):
-        self.stage, self.fun, self.stream, self.every_s = stage, fun, stream, every_s
+    def __init__(self, stage, stream, every_s=2.0):
+        self.stage, self.stream, self.every_s = stage, stream, every_s
         self.t0 = time.perf_counter()
         self.last = -1e9
         self.it = 0
@@ -254,7 +253,7 @@ def _minimize(fun, x0, stage, max_iter, tol, progress, bounds=None, blas_threads
     """L-BFGS-B with progress lines. ``blas_threads=1`` while numba kernels do the work: idle
     OpenBLAS threads spin-wait after each BLAS call inside L-BFGS-B and steal the cores from
     numba's threads (measured: 97 ms against 33 ms an evaluation for lorenz, N = 512, 2 cores)."""
-    cb = _Progress(stage, fun, progress)
+    cb = _Progress(stage, progress)
     t0 = time.perf_counter()
     with threadpool_limits(limits=blas_threads, user_api="blas"):
         res = scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=bounds,

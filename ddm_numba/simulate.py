@@ -135,7 +135,7 @@ def _check_blowup(blowup, dt, what):
                        f"({bad.size} trial(s) in all); try a smaller --dt")
 
 
-def _common_meta(kind, seed, dt, every, schedule, burn_in=None):
+def _common_meta(kind, seed, dt, every, schedule):
     return {"kind": kind, "seed": seed, "dt": dt, "record_every": every,
             "inputs": [[t0, t1, list(map(float, u))] for t0, t1, u in schedule],
             "version": __version__}
@@ -153,7 +153,7 @@ def sample_network(net, trials=100, time=100.0, seed=0, dt=None, record_every=No
     dt = float(dt if dt else sysmeta.get("dt", 0.01))
     n_steps, every = _steps(time, dt, record_every)
     T = n_steps // every + 1
-    N, d, m, p = net.N, net.d, net.m, net.p
+    N, d, p = net.N, net.d, net.p
     bytes_x = trials * T * N * 8 if save_neurons else 0
     if bytes_x + trials * T * d * 8 > MAX_RECORD_BYTES:
         raise DDMError(f"recording would take {(bytes_x + trials * T * d * 8) / 2**30:.1f} GiB; "

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from ddm_numba import DDMError, Network, load_model, sample_network
+from ddm_numba import DDMError, load_model, sample_network
 from ddm_numba.network import FORMAT
 from ddm_numba.simulate import Trajectories
 
