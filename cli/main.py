@@ -139,14 +139,13 @@ def sample(model, out, trials, duration, seed, dt, record_every, inputs, save_ne
         raise click.BadParameter("the target SDE has no neurons", param_hint="--save-neurons")
     try:
         net = load_model(model)
-        for text in inputs:
-            try:
-                parse_input(text, net.p)
-            except DDMError as exc:
-                raise click.BadParameter(str(exc), param_hint="--input") from None
+        try:
+            schedule = [parse_input(text, net.p) for text in inputs]
+        except DDMError as exc:
+            raise click.BadParameter(str(exc), param_hint="--input") from None
         system = target_of(net)
         kw = dict(trials=trials, time=duration, seed=seed, dt=dt or None,
-                  record_every=record_every or None, inputs=inputs)
+                  record_every=record_every or None, inputs=schedule)
         t0 = time.perf_counter()
         if target:
             traj = sample_target(system, **kw)

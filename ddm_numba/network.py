@@ -124,23 +124,35 @@ class Network:
                 f"tau={self.tau}, system={self.meta.get('system', {}).get('name')!r})")
 
 
-def atomic_savez(path, arrays):
-    """np.savez to a temporary file in the target's folder, then rename: no partial files."""
+def atomic_write(path, write):
+    """Call write(binary file) on a temporary file in path's folder, then rename it onto path.
+
+    A failure leaves no partial file. The result gets the usual permissions (0666 less the
+    umask), not mkstemp's private 0600.
+    """
     path = os.fspath(path)
-    if not path.endswith(".npz"):
-        raise DDMError(f"output file {path!r} must end in .npz")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise DDMError(f"cannot write {path!r}: folder {folder!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
+            write(fh)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_savez(path, arrays):
+    """np.savez, atomically (see atomic_write)."""
+    if not os.fspath(path).endswith(".npz"):
+        raise DDMError(f"output file {os.fspath(path)!r} must end in .npz")
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def read_npz(path, what):

@@ -1,6 +1,5 @@
 """Figures: latent trajectories and stationary histograms, network beside target."""
-import os
-import tempfile
+from .network import atomic_write
 
 
 
@@ -52,13 +51,7 @@ def plot_comparison(path, runs, burn_in, title=""):
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)

@@ -97,6 +97,15 @@ def test_atomic_write_leaves_no_partial_file(tmp_path, dw_model, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+def test_written_files_get_normal_permissions(tmp_path, dw_model):
+    old = os.umask(0o022)
+    try:
+        dw_model.save(tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert (os.stat(tmp_path / "m.npz").st_mode & 0o777) == 0o644
+
+
 def test_trajectory_round_trip(tmp_path, mw_model):
     traj = sample_network(mw_model, trials=2, time=1, seed=0, save_neurons=True,
                           inputs=["0:0.5:1,0"])
