@@ -67,6 +67,14 @@ class System:
     def diffusion(self, z):
         raise NotImplementedError
 
+    def linear_matrix(self):
+        """B when the drift is exactly f(z) = −B z (u = 0), else None.
+
+        Linear systems get closed-form analysis (Lyapunov covariance, current, entropy
+        production); a user system declares itself linear by overriding this.
+        """
+        return None
+
     def info(self):
         """A JSON-able description: what ``ddm systems --json`` prints."""
         return {"name": self.name, "d": self.d, "m": self.m, "p": self.p,
@@ -118,6 +126,9 @@ class OU2D(System):
 
     def matrix_B(self):
         return np.array([[1.0, -self.omega], [self.omega, 1.0]])
+
+    def linear_matrix(self):
+        return self.matrix_B()
 
     def drift(self, z, u=None):
         return -z @ self.matrix_B().T

@@ -1,0 +1,10 @@
+"""Analysis of targets and networks (DESIGN.md §9, IRREVERSIBILITY.md).
+
+Sub-modules:
+    linear          Ornstein–Uhlenbeck closed forms: Lyapunov covariance, Onsager matrix, e_p
+    fokker_planck   stationary Fokker–Planck on a grid (d ≤ 2), currents, e_p, refinement
+    estimators      e_p from samples and trajectories (ensemble, Stratonovich, AR(1), lagged C)
+    dynamics        fixed points, their stability, largest Lyapunov exponent
+    connectivity    W = W_s + W_a, spectra, decoder alignment, network fields
+    report          `ddm analyze`: everything above for a model and its target, figures, JSON
+"""
