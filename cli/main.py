@@ -75,7 +75,7 @@ def _params(values):
 @click.option("--samples", default=0, type=click.IntRange(0),
               help="Training samples K (0: 6000·d, at most 32768).")
 @click.option("--max-iter", default=300, type=click.IntRange(0), help="L-BFGS-B iterations.")
-@click.option("--reg", default=1e-8, type=click.FloatRange(min=0),
+@click.option("--reg", default=1e-10, type=click.FloatRange(min=0),
               help="Ridge penalty on decoders, relative to the drift's scale.")
 @click.option("--fixed-embedding", is_flag=True,
               help="Keep the random embedding M, c: decoders by ridge regression only.")
@@ -166,6 +166,50 @@ def sample(model, out, trials, duration, seed, dt, record_every, inputs, save_ne
             click.echo(f"wrote {plot}")
     except (DDMError, OSError) as exc:
         _fail(exc)
+
+
+@main.command(context_settings=CONTEXT)
+@click.argument("model")
+@click.option("--out", "-o", default=None,
+              help="Folder for report.json and the figures (default: MODEL's name + _analysis).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the report as JSON on stdout instead of a table.")
+@click.option("--trials", default=100, type=click.IntRange(2), help="Trials sampled per side.")
+@click.option("--time", "duration", default=0.0, type=click.FloatRange(min=0),
+              help="Simulated time per trial (0: the target's suggested duration).")
+@click.option("--seed", default=0, type=click.IntRange(0), help="Random seed.")
+@click.option("--dt", default=0.0, type=click.FloatRange(min=0),
+              help="Euler–Maruyama step of the sampling (0: the system's suggested step).")
+@click.option("--grid", default=0, type=click.IntRange(0),
+              help="Fokker–Planck cells per axis for d ≤ 2 (0: 200 in 2-D, 400 in 1-D; e_p is also computed at half of it for Richardson).")
+@click.option("--no-figures", is_flag=True, help="Skip the PNG figures.")
+def analyze(model, out, as_json, trials, duration, seed, dt, grid, no_figures):
+    """How MODEL's network does what its target does.
+
+    \b
+    Connectivity (W = W_s + W_a, spectra, decoder alignment), entropy production
+    and probability currents (closed form, Fokker–Planck grid for d <= 2, ensemble
+    formula, trajectory estimators), fixed points and their stability, Lyapunov
+    exponent (d >= 3), and distances network vs target. Writes OUT/report.json and
+    PNG figures; prints a table (or the JSON with --json). Progress goes to stderr.
+    """
+    from ddm_numba.analysis.report import analyze as run_analysis, format_report
+    if out is None:
+        base = os.path.basename(model)
+        out = (base[:-4] if base.endswith(".npz") else base) + "_analysis"
+    if grid and grid < 8:
+        raise click.BadParameter("use at least 8 cells per axis", param_hint="--grid")
+    try:
+        report = run_analysis(model, out, trials=trials, time=duration or None, seed=seed,
+                              dt=dt or None, grid=grid or None, figures=not no_figures, progress=sys.stderr)
+    except (DDMError, OSError) as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(report, indent=1, sort_keys=True))
+    else:
+        click.echo(format_report(report))
+        click.echo(f"\nwrote {os.path.join(out, 'report.json')}"
+                   + "".join(f", {f}" for f in report.get("figures", [])))
 
 
 if __name__ == "__main__":

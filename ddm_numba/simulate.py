@@ -97,8 +97,15 @@ class Trajectories:
 
     def stationary(self, burn_in):
         """All recorded z with t >= burn_in, pooled over trials: (samples, d)."""
+        return self.stationary_trials(burn_in).reshape(-1, self.z.shape[2])
+
+    def stationary_trials(self, burn_in):
+        """The recorded z with t >= burn_in, trial by trial: (trials, T', d)."""
         keep = self.t >= burn_in
-        return self.z[:, keep].reshape(-1, self.z.shape[2])
+        if not keep.any():
+            raise DDMError(f"no record at t >= {burn_in:g} (the run ends at t = {self.t[-1]:g}); "
+                           "lower the burn-in or sample longer")
+        return self.z[:, keep]
 
 
 def _steps(time, dt, record_every):

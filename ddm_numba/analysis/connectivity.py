@@ -28,11 +28,13 @@ class LatentField:
     """The latent drift, Jacobian and divergence of a network, or of one part of its W.
 
     ``part`` is "W" (the network), "W_s" (symmetric part only) or "W_a" (antisymmetric part
-    only). The parts keep the leak −z/τ only in "W"/"W_s" and the bias only in "W"/"W_s", so that
+    only). By default the leak −z/τ, the bias and the input belong to "W" and "W_s" only, so that
     the drifts of the two parts add up to the network's: f = f_s + f_a with f_a = (1/τ) P W_a φ.
+    ``affine=True`` keeps them for "W_a" too: the latent drift of a network whose connectivity is
+    W_a alone (what the antisymmetric-only network does on the manifold).
     """
 
-    def __init__(self, net, part="W"):
+    def __init__(self, net, part="W", affine=None):
         if part not in ("W", "W_s", "W_a"):
             raise DDMError(f"unknown part {part!r}: use 'W', 'W_s' or 'W_a'")
         self.net, self.part = net, part
@@ -46,7 +48,7 @@ class LatentField:
         G = {"W": G_W, "W_s": 0.5 * (G_W + G_T), "W_a": 0.5 * (G_W - G_T)}[part]
         self.G = np.ascontiguousarray(G)
         self.diag_MG = np.einsum("jk,kj->j", M, self.G)   # (M G)_jj
-        self.affine = part != "W_a"        # leak and bias belong to the symmetric side
+        self.affine = part != "W_a" if affine is None else bool(affine)
         self.tau, self.d = net.tau, net.d
 
     def _h(self, z):
@@ -127,7 +129,8 @@ def decoder_alignment(net, D):
     cos = np.einsum("dn,dn->n", a, net.M.T) / np.where(w > 0, w, 1.0)
     weighted = float(np.sum(w * np.abs(cos)) / np.sum(w)) if np.sum(w) > 0 else float("nan")
     return {"cos": cos, "weights": w, "weighted_abs_cos": weighted,
-            "misalignment": float(np.sqrt(np.sum(w ** 2 * (1 - cos ** 2)) / np.sum(w ** 2)))}
+            "misalignment": float(np.sqrt(np.sum(w ** 2 * np.clip(1 - cos ** 2, 0, None))
+                                          / np.sum(w ** 2)))}
 
 
 def spectra(net, max_full=2048):
@@ -169,13 +172,28 @@ def epr_split_ensemble(net, z, D):
     shape = z.shape[:-1]
     flat = z.reshape(-1, net.d)
     Dinv = np.linalg.inv(np.asarray(D, dtype=float))
-    f = LatentField(net).drift(flat)
-    Df = f @ Dinv  # rows fᵀ D⁻¹ (D symmetric)
+    fields = {name: LatentField(net, part) for name, part in
+              (("total", "W"), ("symmetric", "W_s"), ("antisymmetric", "W_a"))}
+    sums = {name: np.zeros(len(flat)) for name in fields}
+    # chunks keep the K×N rates in cache-sized pieces; φ(h) is computed once for all parts
+    for start in range(0, len(flat), 8192):
+        zc = flat[start:start + 8192]
+        t = np.tanh(zc @ net.M.T + net.c)
+        dp = 1.0 - t * t
+        drifts, divs = {}, {}
+        for name, fk in fields.items():
+            drifts[name] = t @ fk.G.T
+            divs[name] = dp @ fk.diag_MG
+            if fk.affine:
+                drifts[name] += net.b_z - zc
+                divs[name] -= net.d
+        Df = drifts["total"] @ Dinv / net.tau
+        for name in fields:
+            sums[name][start:start + 8192] = (2 * np.einsum("ka,ka->k", Df, drifts[name])
+                                              + divs[name]) / net.tau
     out = {}
-    for name, part in (("total", "W"), ("symmetric", "W_s"), ("antisymmetric", "W_a")):
-        field = LatentField(net, part)
-        fk = field.drift(flat)
-        terms = (2 * np.einsum("ka,ka->k", Df, fk) + field.divergence(flat)).reshape(shape)
+    for name in fields:
+        terms = sums[name].reshape(shape)
         if terms.ndim == 2 and terms.shape[0] > 1:
             means = terms.mean(axis=1)
             out[name] = (float(means.mean()), float(means.std(ddof=1) / np.sqrt(len(means))))

@@ -1,0 +1,547 @@
+"""`ddm analyze`: how the network does what its target does (DESIGN.md §9).
+
+One call, :func:`analyze`, computes for a model and its target, side by side:
+
+- connectivity: W = W_s + W_a, asymmetry, spectra, decoder alignment, the off-manifold drift;
+- irreversibility: e_p in closed form (linear targets), on a Fokker–Planck grid (d ≤ 2), by the
+  ensemble formula from stationary samples (constant D, any d) and from trajectories alone (AR(1),
+  lagged covariance) with a time-shuffled null; the split e_p = e_p,s + e_p,a along W = W_s + W_a;
+- fixed points of the latent flow and their stability, paired between target and network; the
+  largest Lyapunov exponent (d ≥ 3);
+- comparison: drift and diffusion errors, distances between stationary laws, autocorrelations,
+  hops between wells;
+- what the symmetric-only and antisymmetric-only networks do when simulated.
+
+It returns a JSON-able dict; with ``out`` it also writes ``report.json`` and PNG figures there.
+"""
+import json
+import os
+import sys
+import time as _time
+
+import numpy as np
+
+from .. import __version__
+from ..errors import DDMError
+from ..network import Network, atomic_write, load_model
+from ..simulate import sample_network, sample_target, target_of
+from . import compare, connectivity, dynamics, estimators, fokker_planck, linear
+from .connectivity import LatentField, constant_diffusion
+
+
+# -- the two sides: target and network as the same kind of object ----------------------------
+
+class Side:
+    """Drift, Jacobian, divergence and diffusion of one latent SDE (target or network), u = 0."""
+
+    def __init__(self, label, drift, jacobian, divergence, diffusion, D_const):
+        self.label = label
+        self.drift, self.jacobian, self.divergence = drift, jacobian, divergence
+        self.diffusion = diffusion      # z (K, d) -> D (K, d, d)
+        self.D = D_const                # (d, d) when constant, else None
+
+
+def _numeric_jacobian(f, d, scale):
+    """Central differences of a vectorized drift: J[k, a, b] = ∂f_a/∂z_b (step 1e-6 · scale)."""
+    def jac(z):
+        z = np.asarray(z, dtype=float)
+        cols = []
+        for b in range(d):
+            e = np.zeros(d)
+            e[b] = 1e-6 * scale[b]
+            cols.append((f(z + e) - f(z - e)) / (2 * e[b]))
+        return np.stack(cols, axis=2)
+    return jac
+
+
+def target_side(system):
+    d = system.d
+    scale = np.maximum(np.ptp(system.domain, axis=1), 1e-3)
+
+    def drift(z):
+        return np.asarray(system.drift(np.asarray(z, dtype=float), None), dtype=float)
+
+    def diffusion(z):
+        g = np.asarray(system.diffusion(np.asarray(z, dtype=float)), dtype=float)
+        return np.einsum("kam,kbm->kab", g, g)
+
+    jac = _numeric_jacobian(drift, d, scale)
+    D = diffusion(system.domain.mean(axis=1)[None])[0] if system.constant_diffusion else None
+    return Side("target", drift, jac, lambda z: np.trace(jac(z), axis1=1, axis2=2),
+                diffusion, D)
+
+
+def network_side(net, part="W", label="network", affine=None):
+    field = LatentField(net, part, affine)
+    return Side(label, field.drift, field.jacobian, field.divergence, net.latent_diffusion,
+                constant_diffusion(net))
+
+
+# -- pieces of the report ------------------------------------------------------------------
+
+def connectivity_report(net, D):
+    sp = connectivity.spectra(net)
+    try:
+        if net.mode == "lowrank":
+            asym = connectivity.asymmetry_lowrank(net.M, net.A)
+        else:
+            asym = linear.asymmetry(net.W)
+    except DDMError:    # W = 0 (e.g. a linear target needs no recurrence): nothing to split
+        asym = {"a": None, "eta": None, "norm_W": 0.0, "note": "W = 0"}
+    out = {"mode": net.mode, "N": net.N, "d": net.d, "asymmetry": asym, "rank": sp["rank"],
+           "eig_latent_connectivity": sp["eig_latent"], "eig_W": sp["eig_W"],
+           "singular_values": sp["singular_values"][:2 * net.d + 8],
+           "latent_connectivity": sp["latent_connectivity"]}
+    if D is not None and asym["norm_W"] > 0:
+        al = connectivity.decoder_alignment(net, D)
+        out["decoder_alignment"] = {"weighted_abs_cos": al["weighted_abs_cos"],
+                                    "misalignment": al["misalignment"]}
+    fit = net.meta.get("fit", {})
+    if "off_manifold_rel" in fit:
+        out["off_manifold_rel"] = fit["off_manifold_rel"]
+    return out, sp
+
+
+def _grid_size(d, grid):
+    if grid:
+        return int(grid)
+    return 400 if d == 1 else 200
+
+
+def grid_solve(side, box, n):
+    """Stationary Fokker–Planck on a grid at n and n/2 cells per axis, Richardson value (d ≤ 2)."""
+    D = side.D if side.D is not None else side.diffusion
+    if side.D is None and box.shape[0] != 1:
+        return None, {"skipped": "state-dependent diffusion in d = 2 is out of the grid "
+                                 "solver's scope"}
+    coarse = fokker_planck.solve_stationary(side.drift, D, box, n // 2)
+    fine = fokker_planck.solve_stationary(side.drift, D, box, n)
+    rich = fine.epr + (fine.epr - coarse.epr) / 3
+    info = {"epr": fine.epr, "epr_coarse": coarse.epr, "epr_richardson": rich,
+            "n": [n // 2, n], "boundary_mass": fine.boundary_mass,
+            "residual": fine.residual, "warnings": list(fine.warnings)}
+    if box.shape[0] == 2:
+        info["circulation"] = circulation(fine)
+        info["rotation"] = ("counter-clockwise" if info["circulation"] > 0 else "clockwise")
+    return fine, info
+
+
+def circulation(sol):
+    """∫ (z − z̄) × J dz = E[(z − z̄) × f_irr]: the mean angular momentum of the stationary current
+    about the stationary mean z̄ (2-D); > 0 when the current circles counter-clockwise."""
+    z = sol.points.reshape(-1, 2)
+    area = np.divide(sol.mass, sol.density, out=np.zeros_like(sol.mass),
+                     where=sol.density > 0).reshape(-1)
+    J = sol.J.reshape(-1, 2)
+    zc = z - sol.mass.reshape(-1) @ z
+    return float(np.sum((zc[:, 0] * J[:, 1] - zc[:, 1] * J[:, 0]) * area))
+
+
+def grid_split(net, sol, D):
+    """Φ_k = Σ_cells P f_irrᵀ (D/2)⁻¹ f_k on the grid (the split of §5.3 from the grid's f_irr)."""
+    pts = sol.points.reshape(-1, net.d)
+    w = sol.mass.reshape(-1)
+    f_irr = sol.f_irr.reshape(-1, net.d)
+    Dinv2 = 2 * np.linalg.inv(D)
+    out = {}
+    for name, part in (("symmetric", "W_s"), ("antisymmetric", "W_a")):
+        fk = LatentField(net, part).drift(pts)
+        out[name] = float(np.sum(w * np.einsum("ka,ab,kb->k", f_irr, Dinv2, fk)))
+    return out
+
+
+def trajectory_estimators(z, dt, seed, batches=8):
+    """AR(1) with exact inversion and the lagged-covariance estimator, from trajectories alone.
+
+    Each comes with a standard error from independent batches of trials (the spread of the
+    estimate over ``batches`` groups of trials, / √batches) and with its block-reversal null
+    (estimators.shuffled_surrogate: half of the blocks time-reversed, expected e_p 0; what it
+    gives is the estimator's finite-sample floor). For a nonlinear system these estimate the
+    e_p of the best linear (OU) fit to the data, not the system's e_p.
+    """
+    out = {}
+    nb = min(batches, z.shape[0] // 2)
+    for name, fn, kw in (("ar1", estimators.ar1_epr, {}),
+                         ("lagged_covariance", estimators.lagged_covariance_epr, {"lag": 1})):
+        try:
+            out[name] = {"epr": float(fn(z, dt, **kw).epr)}
+        except DDMError as exc:
+            out[name] = {"error": str(exc)}
+            continue
+        if nb >= 2:
+            try:
+                vals = [fn(part, dt, **kw).epr for part in np.array_split(z, nb)]
+                out[name]["stderr"] = float(np.std(vals, ddof=1) / np.sqrt(nb))
+            except DDMError:
+                pass
+        try:
+            null = estimators.shuffled_surrogate(fn, z, dt, seed=seed, **kw)
+            out[name]["shuffled_null"] = float(null.value)
+        except DDMError as exc:
+            out[name]["shuffled_null_error"] = str(exc)
+    return out
+
+
+def irreversibility(side, system_or_none, z_stat, dt_rec, box, grid, seed, net=None):
+    """e_p of one side by every method that applies; returns (numbers, grid solution or None)."""
+    d = z_stat.shape[2]
+    out = {}
+    B = system_or_none.linear_matrix() if system_or_none is not None else None
+    if B is not None and side.D is not None:
+        ou = linear.ou_stationary(B, side.D)
+        out["closed_form"] = {"epr": float(ou.epr), "S": ou.S, "Q": ou.Q}
+    sol = None
+    if d <= 2:
+        sol, info = grid_solve(side, box, _grid_size(d, grid))
+        out["grid"] = info
+    if side.D is not None:
+        flat = z_stat.reshape(-1, d)
+        f = side.drift(flat).reshape(z_stat.shape)
+        div = side.divergence(flat).reshape(z_stat.shape[:2])
+        val, err = estimators.ensemble_epr(f, div, side.D)
+        # Φ = E[2fᵀD⁻¹f] + E[∇·f] is a difference of two terms; Euler–Maruyama samples are off by
+        # O(dt) in each, so when Φ is a small fraction of the "power" E[2fᵀD⁻¹f] that bias can
+        # dominate (ring_wells at dt = 0.01: 0.95 against the grid's 0.47, power 11)
+        power = float(np.mean(2 * np.einsum("...a,ab,...b->...", f, np.linalg.inv(side.D), f)))
+        out["ensemble"] = {"epr": float(val), "stderr": float(err), "power": power}
+        if abs(val) < 0.2 * power:
+            out["ensemble"]["warning"] = (
+                f"e_p is {abs(val) / power:.0%} of E[2fᵀD⁻¹f] = {power:.3g}: the O(dt) bias of "
+                "Euler–Maruyama samples may dominate; prefer the grid value (d ≤ 2) or use a "
+                "smaller --dt")
+        if net is not None:
+            split = connectivity.epr_split_ensemble(net, z_stat, side.D)
+            out["split_ensemble"] = {k: {"epr": v[0], "stderr": v[1]} for k, v in split.items()}
+            if sol is not None and d == 2:
+                out["split_grid"] = grid_split(net, sol, side.D)
+    if d >= 2:
+        out["trajectory"] = trajectory_estimators(z_stat, dt_rec, seed)
+    else:
+        out["note"] = "d = 1 on a line: every stationary 1-D diffusion is reversible, e_p = 0"
+    return out, sol
+
+
+def fixed_point_report(target, net_side, box):
+    fps_t = dynamics.find_fixed_points(target.drift, target.jacobian, box) if target else []
+    fps_n = dynamics.find_fixed_points(net_side.drift, net_side.jacobian, box)
+    out = {"target": [p.to_dict() for p in fps_t], "network": [p.to_dict() for p in fps_n]}
+    if target:
+        out["pairing"] = dynamics.pair_fixed_points(fps_t, fps_n).to_dict()
+    return out, fps_t, fps_n
+
+
+def lyapunov(side, z0, dt, time, transient, seed):
+    """Largest Lyapunov exponent of the deterministic latent flow dz/dt = f(z) (Benettin, RK4)."""
+    return dynamics.largest_lyapunov(side.drift, side.jacobian, z0, dt, time, transient,
+                                     seed=seed).to_dict()
+
+
+def comparison(system, target, net_side, traj_t, traj_n, burn_in, seed, stable_points):
+    zt, zn = traj_t.stationary_trials(burn_in), traj_n.stationary_trials(burn_in)
+    d = zt.shape[2]
+    rng = np.random.default_rng(seed)
+    pts = rng.uniform(system.domain[:, 0], system.domain[:, 1], size=(4096, d))
+    out = {"e_f_domain": compare.relative_field_error(net_side.drift(pts), target.drift(pts)),
+           "e_D_domain": compare.relative_field_error(net_side.diffusion(pts),
+                                                      target.diffusion(pts))}
+    out["distances"] = compare.distribution_distances(zn, zt, seed=seed)
+    out["moments"] = {"target": compare.moments(zt), "network": compare.moments(zn)}
+    dt_rec = float(traj_t.t[1] - traj_t.t[0])
+    lags = int(max(2, round(min(5.0, 0.25 * (traj_t.t[-1] - burn_in)) / dt_rec)))
+    out["acf_lag_dt"] = dt_rec
+    out["acf"] = {"target": compare.autocorrelation(zt, lags),
+                  "network": compare.autocorrelation(zn, lags)}
+    if d >= 2:
+        out["cross_asymmetry"] = {"target": compare.cross_correlation_asymmetry(zt, lags),
+                                  "network": compare.cross_correlation_asymmetry(zn, lags)}
+    if len(stable_points) >= 2:
+        wells = np.array(stable_points)
+        gaps = np.linalg.norm(wells[:, None] - wells[None], axis=-1)
+        radius = 0.25 * gaps[gaps > 0].min()
+        out["wells"] = {"centres": wells,
+                        "target": compare.well_transitions(zt, wells, radius, dt_rec),
+                        "network": compare.well_transitions(zn, wells, radius, dt_rec)}
+    return out
+
+
+def parts_report(net, trials, time, seed, burn_in, dt, budget=4e9):
+    """Simulate the networks with W_s only and with W_a only (full connectivity: they leave the
+    manifold) and read their latent state out; their projected drift fields come from LatentField.
+
+    The work is capped at ``budget`` neuron²-steps per part (a full-W step costs N² per trial).
+    """
+    N = net.N
+    steps = int(round(time / dt))
+    trials = int(max(4, min(trials, budget / (N * N * max(steps, 1)))))
+    steps = int(min(steps, budget / (N * N * trials)))
+    t_part = steps * dt
+    W = net.W
+    out, trajs = {"trials": trials, "time": t_part}, {}
+    rng = np.random.default_rng(seed)
+    dom = np.asarray(net.meta.get("system", {}).get("domain", [[-1, 1]] * net.d), dtype=float)
+    pts = rng.uniform(dom[:, 0], dom[:, 1], size=(2048, net.d))
+    for name, Wk in (("symmetric", 0.5 * (W + W.T)), ("antisymmetric", 0.5 * (W - W.T))):
+        part = Network(net.tau, net.M, net.c, net.b, net.S0, net.R, net.sigma_private, W=Wk,
+                       B_in=net.B_in, meta=net.meta)
+        F = part.full_drift(part.embed(pts))
+        off = np.linalg.norm(F @ part.Q) / max(np.linalg.norm(F), 1e-300)
+        info = {"off_manifold_rel": float(off)}
+        try:
+            traj = sample_network(part, trials=trials, time=t_part, seed=seed, dt=dt)
+            zs = traj.stationary_trials(min(burn_in, 0.5 * t_part))
+            info["moments"] = compare.moments(zs)
+            trajs[name] = traj
+        except DDMError as exc:
+            info["error"] = str(exc)
+        out[name] = info
+    return out, trajs
+
+
+# -- the whole analysis ------------------------------------------------------------------
+
+def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=None, figures=True,
+            lyapunov_time=None, progress=sys.stderr):
+    """Analyse a model (Network or path) and its target; write report.json and figures to out.
+
+    trials, time, seed, dt: the sampling of network and target (same seeds, Euler–Maruyama at the
+    system's step unless dt is given). Sample-based numbers (ensemble and trajectory e_p,
+    distances, hops) carry the O(dt) bias of Euler–Maruyama: a smaller dt lowers it.
+    grid: Fokker–Planck cells per axis (d ≤ 2). Returns the report as a JSON-able dict.
+    """
+    t_start = _time.perf_counter()
+    net = load_model(model) if isinstance(model, (str, os.PathLike)) else model
+
+    def say(msg):
+        if progress is not None:
+            print(f"[{_time.perf_counter() - t_start:6.1f}s] {msg}", file=progress, flush=True)
+
+    try:
+        system = target_of(net)
+    except DDMError:
+        system = None
+    d = net.d
+    if system is not None and system.d != d:
+        raise DDMError(f"the model has d = {d} but its target {system.name} has d = {system.d}")
+    box = (system.domain if system is not None
+           else np.asarray(net.meta.get("system", {}).get("domain", [[-1, 1]] * d), float))
+    time = float(time if time else (system.duration if system is not None else 100.0))
+    burn_in = 0.2 * time
+    target = target_side(system) if system is not None else None
+    nets = network_side(net)
+    report = {"format": "ddm_numba.report/1", "version": __version__,
+              "model": {"mode": net.mode, "N": net.N, "d": d, "tau": net.tau,
+                        "system": net.meta.get("system", {}), "fit": net.meta.get("fit", {})},
+              "settings": {"trials": trials, "time": time, "burn_in": burn_in, "seed": seed,
+                           "dt": float(dt or net.meta.get("system", {}).get(
+                               "dt", system.dt if system is not None else 0.01))}}
+
+    say("connectivity")
+    report["connectivity"], sp = connectivity_report(net, nets.D)
+
+    say(f"sampling {trials} trials × {time:g} time units (network and target)")
+    dt = report["settings"]["dt"]
+    traj_n = sample_network(net, trials=trials, time=time, seed=seed, dt=dt)
+    traj_t = sample_target(system, trials=trials, time=time, seed=seed, dt=dt) if system else None
+    dt_rec = float(traj_n.t[1] - traj_n.t[0])
+
+    say("irreversibility")
+    irr, grids = {}, {}
+    for side, traj, sysobj, netobj in ((target, traj_t, system, None), (nets, traj_n, None, net)):
+        if side is None:
+            continue
+        z_stat = traj.stationary_trials(burn_in)
+        irr[side.label], grids[side.label] = irreversibility(side, sysobj, z_stat, dt_rec, box,
+                                                             grid, seed, net=netobj)
+    report["irreversibility"] = irr
+
+    say("fixed points")
+    report["fixed_points"], fps_t, fps_n = fixed_point_report(target, nets, box)
+
+    if d >= 3:
+        say("largest Lyapunov exponent of the deterministic latent flows")
+        # RK4 at 5 Euler steps (0.01 for lorenz: < 0.1% bias); 16 independent starts (last
+        # states of different trials) over 100 time units: standard error ≈ 0.3% for lorenz
+        dt_rk4 = min(0.01, 5 * dt)
+        T_ly = float(lyapunov_time or 100.0)
+        z0 = traj_n.stationary_trials(burn_in)[:16, -1]
+        report["lyapunov"] = {side.label: lyapunov(side, z0, dt_rk4, T_ly, 10.0, seed)
+                              for side in (target, nets) if side is not None}
+
+    if system is not None:
+        say("comparison network vs target")
+        stable = [p.z for p in fps_t if p.kind.startswith("stable")]
+        report["comparison"] = comparison(system, target, nets, traj_t, traj_n, burn_in, seed,
+                                          stable)
+
+    say("symmetric-only and antisymmetric-only networks")
+    report["parts"], part_trajs = parts_report(net, trials, time, seed, burn_in, dt)
+    report["seconds"] = _time.perf_counter() - t_start
+
+    if out is not None:
+        os.makedirs(out, exist_ok=True)
+        if figures:
+            say("figures")
+            from .. import plotting
+            report["figures"] = plotting.analysis_figures(
+                out, net, report, sp, target, nets, grids, traj_t, traj_n, part_trajs, burn_in,
+                box, fps_t, fps_n)
+        text = json.dumps(to_json(report), indent=1, sort_keys=True)
+        atomic_write(os.path.join(out, "report.json"), lambda fh: fh.write(text.encode()))
+    say("done")
+    return to_json(report)
+
+
+def to_json(obj):
+    """numpy → lists, complex → [re, im], non-finite floats → None; dicts and lists recursively."""
+    if isinstance(obj, dict):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_json(obj.tolist())
+    if isinstance(obj, (complex, np.complexfloating)):
+        return [to_json(float(obj.real)), to_json(float(obj.imag))]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if hasattr(obj, "__dict__") and not isinstance(obj, type):
+        return to_json(vars(obj))
+    return obj
+
+
+# -- the table on stdout ----------------------------------------------------------------------
+
+def _num(v, err=None):
+    if v is None:
+        return "—"
+    if isinstance(v, list) and len(v) == 2:    # complex as [re, im]
+        return f"{v[0]:.3g}{v[1]:+.3g}i"
+    s = f"{v:.4g}"
+    return s + (f" ± {err:.2g}" if err else "")
+
+
+def format_report(rep):
+    """The report as a readable text table (what `ddm analyze` prints)."""
+    lines = []
+    m = rep["model"]
+    sysname = m.get("system", {}).get("name", "?")
+    lines.append(f"ddm analyze: target {sysname}; {m['mode']} network N={m['N']} d={m['d']} "
+                 f"tau={m['tau']:g}")
+    fit = m.get("fit", {})
+    if fit:
+        lines.append(f"  fit (held-out): e_f {_num(fit.get('e_f'))}, e_D {_num(fit.get('e_D'))}")
+    c = rep["connectivity"]
+    lines.append("\nconnectivity")
+    lines.append(f"  asymmetry ‖W_a‖/‖W‖      {_num(c['asymmetry']['a'])}"
+                 f"    symmetry index η  {_num(c['asymmetry']['eta'])}    rank {c['rank']}")
+    lines.append("  eig latent connectivity  " + ", ".join(_num(v) for v in
+                                                         c["eig_latent_connectivity"]))
+    if "decoder_alignment" in c:
+        al = c["decoder_alignment"]
+        lines.append(f"  decoder alignment        weighted |cos(a_i, D m_i)| "
+                     f"{_num(al['weighted_abs_cos'])} (1 = reversible latent dynamics)")
+    if "off_manifold_rel" in c:
+        lines.append(f"  off-manifold drift       {_num(c['off_manifold_rel'])} of the drift")
+
+    irr = rep["irreversibility"]
+    sides = list(irr)
+    st = rep["settings"]
+    lines.append("\nentropy production e_p    " + "".join(f"{s:>22s}" for s in sides))
+    lines.append(f"  (samples: {st['trials']} trials × {st['time']:g}, Euler–Maruyama dt = "
+                 f"{st['dt']:g}, burn-in {st['burn_in']:g};\n   sample-based values carry its "
+                 "O(dt) bias)")
+    rows = [("closed form", lambda e: (e.get("closed_form", {}).get("epr"), None)),
+            ("grid (Richardson)", lambda e: (e.get("grid", {}).get("epr_richardson"), None)),
+            ("grid (finest)", lambda e: (e.get("grid", {}).get("epr"), None)),
+            ("ensemble E[2fD⁻¹f + ∇·f]", lambda e: (e.get("ensemble", {}).get("epr"),
+                                                  e.get("ensemble", {}).get("stderr"))),
+            ("AR(1) fit", lambda e: (e.get("trajectory", {}).get("ar1", {}).get("epr"),
+                                     e.get("trajectory", {}).get("ar1", {}).get("stderr"))),
+            ("  shuffled null", lambda e: (e.get("trajectory", {}).get("ar1", {})
+                                           .get("shuffled_null"), None)),
+            ("lagged covariance", lambda e: (e.get("trajectory", {})
+                                             .get("lagged_covariance", {}).get("epr"),
+                                             e.get("trajectory", {})
+                                             .get("lagged_covariance", {}).get("stderr"))),
+            ("  shuffled null", lambda e: (e.get("trajectory", {}).get("lagged_covariance", {})
+                                           .get("shuffled_null"), None))]
+    for name, get in rows:
+        vals = [get(irr[s]) for s in sides]
+        if all(v[0] is None for v in vals):
+            continue
+        lines.append(f"  {name:24s}" + "".join(f"{_num(*v):>22s}" for v in vals))
+    for s in sides:
+        if "note" in irr[s]:
+            lines.append(f"  ({irr[s]['note']})")
+            break
+    for s in sides:
+        warn = irr[s].get("ensemble", {}).get("warning")
+        if warn:
+            lines.append(f"  ! {s} ensemble: {warn}")
+    split_g = irr.get("network", {}).get("split_grid")
+    split = irr.get("network", {}).get("split_ensemble")
+    if split_g:
+        lines.append(f"  network e_p along W = W_s + W_a (grid): e_p,s {_num(split_g['symmetric'])}"
+                     f", e_p,a {_num(split_g['antisymmetric'])}")
+    if split:
+        lines.append("  network e_p along W = W_s + W_a (ensemble): e_p,s "
+                     f"{_num(split['symmetric']['epr'], split['symmetric']['stderr'])}, e_p,a "
+                     f"{_num(split['antisymmetric']['epr'], split['antisymmetric']['stderr'])}")
+    for s in sides:
+        rot = irr[s].get("grid", {}).get("rotation")
+        if rot:
+            lines.append(f"  {s} stationary current circulates {rot}")
+
+    fp = rep["fixed_points"]
+    lines.append("\nfixed points of the latent flow (u = 0)")
+    for side in ("target", "network"):
+        for p in fp.get(side, []):
+            ev = p["eigenvalues"]
+            lines.append(f"  {side:8s} z = [{', '.join(f'{v:.3f}' for v in p['z'])}]  "
+                         f"{p['kind']:14s} λ: {', '.join(_num(v) for v in ev)}")
+    pairing = fp.get("pairing")
+    if pairing:
+        for pair in pairing["pairs"]:
+            lines.append(f"  paired {pair['reference_kind']:8s} distance {_num(pair['distance'])}"
+                         f", largest |Δλ| {_num(pair['max_eigenvalue_diff'])}, kinds agree: "
+                         f"{pair['kind_agrees']}")
+        for side, key in (("target", "unmatched_reference"), ("network", "unmatched_other")):
+            if pairing[key]:
+                lines.append(f"  {side} fixed points without a partner: {pairing[key]}")
+    if "lyapunov" in rep:
+        ly = rep["lyapunov"]
+        lines.append("\nlargest Lyapunov exponent  " + "   ".join(
+            f"{k}: {_num(v.get('mean'), v.get('stderr'))}" for k, v in ly.items()))
+
+    comp = rep.get("comparison")
+    if comp:
+        lines.append("\nnetwork vs target")
+        lines.append(f"  drift error on the domain      {_num(comp['e_f_domain'])}")
+        lines.append(f"  diffusion error on the domain  {_num(comp['e_D_domain'])}")
+        dist = comp["distances"]
+        lines.append(f"  sliced W1 {_num(dist['sliced_w1'])} (sampling floor "
+                     f"{_num(dist.get('sliced_w1_floor'))}); energy distance "
+                     f"{_num(dist['energy'])} (floor {_num(dist.get('energy_floor'))})")
+        mo = comp["moments"]
+        lines.append("  std per coordinate  target [" + ", ".join(
+            f"{v:.3f}" for v in mo["target"]["std"]) + "]  network [" + ", ".join(
+            f"{v:.3f}" for v in mo["network"]["std"]) + "]")
+        if "wells" in comp:
+            w = comp["wells"]
+            lines.append(f"  hops between {len(w['centres'])} wells per unit time: target "
+                         f"{_num(w['target']['hops_per_time'])}, network "
+                         f"{_num(w['network']['hops_per_time'])}")
+    parts = rep.get("parts")
+    if parts:
+        lines.append(f"\nparts simulated alone ({parts['trials']} trials × {parts['time']:g})")
+        for name in ("symmetric", "antisymmetric"):
+            info = parts.get(name, {})
+            std = info.get("moments", {}).get("std")
+            lines.append(f"  {name:14s} off-manifold drift {_num(info.get('off_manifold_rel'))}"
+                         + (", latent std [" + ", ".join(f"{v:.3f}" for v in std) + "]"
+                            if std else "") + (f"  ({info['error']})" if "error" in info else ""))
+    lines.append(f"\n{rep.get('seconds', 0):.1f}s")
+    return "\n".join(lines)
