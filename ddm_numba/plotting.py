@@ -75,8 +75,9 @@ def _epr_text(irr):
     """A one-line summary of the e_p values of one side for titles."""
     parts = []
     for key, label in (("closed_form", "exact"), ("grid", "grid"), ("ensemble", "ens.")):
-        v = irr.get(key, {}).get("epr_richardson" if key == "grid" else "epr")
-        if v is not None:
+        entry = irr.get(key, {})
+        v = entry.get("epr_richardson" if key == "grid" else "epr")
+        if v is not None and "warning" not in entry:  # a flagged ensemble value would mislead
             parts.append(f"{label} {v:.3g}")
     return "e_p: " + ", ".join(parts) if parts else ""
 
@@ -301,8 +302,7 @@ def figure_parts(path, part_sides, part_trajs, burn_in, box):
         for col, side in enumerate(part_sides):
             ax = axes[0, col]
             _stream(ax, side.drift, box, color="C0")
-            ax.set_title(f"latent drift of {side.label}")
-            ax = axes[1, col]
+            ax.set_title(f"latent drift of {side.label} (on the manifold)")
             ax.set_xlim(box[0])
             ax.set_ylim(box[1])
             ax.set_aspect("equal")

@@ -122,7 +122,10 @@ def grid_solve(side, box, n):
             "residual": fine.residual, "warnings": list(fine.warnings)}
     if box.shape[0] == 2:
         info["circulation"] = circulation(fine)
-        info["rotation"] = ("counter-clockwise" if info["circulation"] > 0 else "clockwise")
+        if abs(rich) < 1e-6:     # reversible to the grid's accuracy: the sign means nothing
+            info["rotation"] = "nowhere (e_p ≈ 0)"
+        else:
+            info["rotation"] = ("counter-clockwise" if info["circulation"] > 0 else "clockwise")
     return fine, info
 
 
