@@ -62,7 +62,19 @@ def _params(values):
 
 
 @main.command(context_settings=CONTEXT)
-@click.argument("system")
+@click.argument("system", required=False)
+@click.option("--data", default=None, metavar="TRAJ.npz",
+              help="Fit to observed trajectories (keys t, z (trials, T, d)) instead of a SYSTEM.")
+@click.option("--substeps", default=0, type=click.IntRange(0),
+              help="With --data: adjoint refinement with this many RK4 steps per sampling "
+                   "interval (for coarse sampling; 0: increment matching only).")
+@click.option("--holdout", default=0.2, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="With --data: fraction of trials held out for the penalty and the figures.")
+@click.option("--state-noise", is_flag=True,
+              help="With --data: fit a state-dependent diffusion S(x) = S0 + R φ(x).")
+@click.option("--truth", default=None, metavar="SYSTEM",
+              help="With --data: the system that made the data, to score e_f and e_D against "
+                   "(default: the one named in the file, if any).")
 @click.option("--neurons", "-N", default=256, type=click.IntRange(1), help="Network size N.")
 @click.option("--out", "-o", required=True, help="Model file to write (.npz).")
 @click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
@@ -75,8 +87,9 @@ def _params(values):
 @click.option("--samples", default=0, type=click.IntRange(0),
               help="Training samples K (0: 6000·d, at most 32768).")
 @click.option("--max-iter", default=300, type=click.IntRange(0), help="L-BFGS-B iterations.")
-@click.option("--reg", default=1e-10, type=click.FloatRange(min=0),
-              help="Ridge penalty on decoders, relative to the drift's scale.")
+@click.option("--reg", default=None, type=click.FloatRange(min=0),
+              help="Ridge penalty on decoders, relative to the drift's scale [default: 1e-10; "
+                   "with --data: chosen on held-out trials].")
 @click.option("--fixed-embedding", is_flag=True,
               help="Keep the random embedding M, c: decoders by ridge regression only.")
 @click.option("--dale", type=click.FloatRange(0, 1), default=None,
@@ -84,21 +97,40 @@ def _params(values):
 @click.option("--sigma-private", default=0.0, type=click.FloatRange(min=0),
               help="Private noise σ_p on every neuron.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
-def fit(system, neurons, out, params, mode, seed, tau, samples, max_iter, reg, fixed_embedding,
-        dale, sigma_private, quiet):
-    """Train a network of N neurons whose latent drift and diffusion match SYSTEM.
+def fit(system, data, substeps, holdout, state_noise, truth, neurons, out, params, mode, seed,
+        tau, samples, max_iter, reg, fixed_embedding, dale, sigma_private, quiet):
+    """Train a network of N neurons whose latent drift and diffusion match SYSTEM, or (--data)
+    observed trajectories of an unknown system.
 
     SYSTEM is a built-in name (see `ddm systems`), path/to/file.py:NAME or package.module:NAME.
     """
     from ddm_numba import fit as fit_network, get_system
     _check_out(out, "model", ".npz")
+    if (system is None) == (data is None):
+        raise click.UsageError("give either SYSTEM or --data TRAJ.npz (not both)")
     if dale is not None and mode != "full":
         raise click.BadParameter("Dale's law needs --mode full", param_hint="--dale")
+    if data is None:
+        for name, value in (("--substeps", substeps), ("--state-noise", state_noise),
+                            ("--truth", truth)):
+            if value:
+                raise click.BadParameter("only with --data", param_hint=name)
+    elif mode != "lowrank" or params or samples or fixed_embedding or sigma_private:
+        raise click.UsageError("with --data only low-rank networks are fitted; --mode, --param, "
+                               "--samples, --fixed-embedding and --sigma-private do not apply")
+    progress = None if quiet else sys.stderr
     try:
-        target = get_system(system, **_params(params))
-        net = fit_network(target, neurons, mode=mode, seed=seed, tau=tau, samples=samples or None,
-                          max_iter=max_iter, reg=reg, fixed_embedding=fixed_embedding, dale=dale,
-                          sigma_private=sigma_private, progress=None if quiet else sys.stderr)
+        if data is not None:
+            from ddm_numba.learn import fit_data
+            net = fit_data(data, neurons, seed=seed, tau=tau, holdout=holdout, reg=reg,
+                           substeps=substeps, refine_iter=max_iter, state_noise=state_noise,
+                           truth=truth, progress=progress)
+        else:
+            target = get_system(system, **_params(params))
+            net = fit_network(target, neurons, mode=mode, seed=seed, tau=tau,
+                              samples=samples or None, max_iter=max_iter,
+                              reg=1e-10 if reg is None else reg, fixed_embedding=fixed_embedding,
+                              dale=dale, sigma_private=sigma_private, progress=progress)
         net.save(out)
     except (DDMError, OSError) as exc:
         _fail(exc)
@@ -143,7 +175,7 @@ def sample(model, out, trials, duration, seed, dt, record_every, inputs, save_ne
             schedule = [parse_input(text, net.p) for text in inputs]
         except DDMError as exc:
             raise click.BadParameter(str(exc), param_hint="--input") from None
-        system = target_of(net)
+        system = target_of(net) if (target or plot) else None
         kw = dict(trials=trials, time=duration, seed=seed, dt=dt or None,
                   record_every=record_every or None, inputs=schedule)
         t0 = time.perf_counter()

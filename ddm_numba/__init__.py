@@ -12,6 +12,7 @@ from .systems import System, get_system, list_systems  # noqa: E402
 from .network import Network, load_model  # noqa: E402
 from .matching import fit  # noqa: E402
 from .simulate import Trajectories, sample_network, sample_target  # noqa: E402
+from .learn import fit_data  # noqa: E402
 
 __all__ = ["DDMError", "System", "get_system", "list_systems", "Network", "load_model", "fit",
-           "Trajectories", "sample_network", "sample_target", "__version__"]
+           "fit_data", "Trajectories", "sample_network", "sample_target", "__version__"]

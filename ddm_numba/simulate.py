@@ -240,4 +240,8 @@ def target_of(net):
     sysmeta = net.meta.get("system")
     if not sysmeta:
         raise DDMError("this model's metadata names no target system")
+    if sysmeta.get("kind") == "data":
+        raise DDMError("this model was fitted to data with no known system behind it, so it "
+                       "has no target SDE to sample or compare with (fit with --truth SYSTEM "
+                       "if the data came from one)")
     return get_system(sysmeta.get("spec", sysmeta["name"]), **sysmeta.get("params", {}))

@@ -1,0 +1,354 @@
+"""Learning a network from observed trajectories, when no equations are known.
+
+Observations z_k of an SDE dz = f dt + g dB at spacing Δt give, pair by pair (k, k+1),
+
+    E[Δz | z] = f(z) Δt + O(Δt²),     E[(Δz − f Δt)(Δz − f Δt)ᵀ | z] = D(z) Δt + O(Δt²)
+
+so the increments y_k = Δz_k / Δt are noisy but (to O(Δt)) unbiased targets for the drift, and the
+residuals r_k r_kᵀ / Δt for D. Least squares over many pairs averages the noise away, with no
+binning: the same losses as DESIGN.md §4 with y_k in place of f(z_k) ("increment matching").
+
+1. increment matching: random embedding M, c over the box the data visits; decoders A, b_z by ridge
+   regression on the increments (one O(K N²) pass for the Gram statistics), the penalty chosen on
+   held-out trials from a path of values (the noise makes it matter);
+2. adjoint refinement (coarse Δt): one-step Euler targets are biased by O(Δt) when Δt is not small
+   against the dynamics. From each observed z(t_i) the network's latent drift is integrated with
+   RK4 over Δt (``substeps`` steps of Δt/substeps) and compared with z(t_{i+1}) — the flow map
+   standing in for the conditional mean — and (A, b_z, M, c) are refined by L-BFGS-B with the
+   gradient of the discrete adjoint (ddm_numba.multistep);
+3. diffusion: D = mean of r rᵀ / Δt over the residuals of the final drift (constant), or S0, R
+   fitted to the noisy targets r rᵀ/Δt by the diffusion loss of DESIGN.md §4 (state-dependent).
+
+Figures of fit on held-out trials: the predictive error of the increments (noise-dominated: it
+cannot go below the noise floor, reported alongside when the truth is known) and, where the data
+came from a known system, e_f and e_D against the truth at the held-out points (the region the data
+visits).
+"""
+import math
+import sys
+import time
+
+import numpy as np
+import scipy.linalg
+
+from . import __version__
+from .backends import cpu
+from .errors import DDMError
+from .matching import (Packer, _minimize, diffusion_loss_grad, initial_embedding,
+                       relative_error)
+from .multistep import integrate, multistep_loss_grad
+from .network import Network
+from .simulate import Trajectories
+from .systems import get_system
+
+
+class Observations:
+    """Validated trajectories: t (T,), z (trials, T, d), Δt, and the valid segments.
+
+    A time row is valid when all d coordinates are finite; NaN gaps split a trial into segments
+    (maximal runs of valid rows), and increments never cross a gap.
+    """
+
+    def __init__(self, t, z, meta=None, source="data"):
+        t = np.asarray(t, dtype=float)
+        z = np.asarray(z, dtype=float)
+        if z.ndim != 3:
+            raise DDMError(f"{source}: key 'z' must have shape (trials, T, d), got {z.shape}")
+        if t.ndim != 1 or t.shape[0] != z.shape[1]:
+            raise DDMError(f"{source}: key 't' has shape {t.shape}, expected ({z.shape[1]},) "
+                           "to match 'z' (trials, T, d)")
+        if z.shape[1] < 3:
+            raise DDMError(f"{source}: need at least 3 time points, got {z.shape[1]}")
+        if not np.all(np.isfinite(t)):
+            raise DDMError(f"{source}: key 't' has non-finite time stamps")
+        steps = np.diff(t)
+        if np.any(steps <= 0):
+            raise DDMError(f"{source}: time stamps must increase strictly "
+                           f"(t[{int(np.argmin(steps)) + 1}] <= the one before)")
+        dt = float(np.median(steps))
+        if np.max(np.abs(steps - dt)) > 1e-6 * dt:
+            k = int(np.argmax(np.abs(steps - dt)))
+            raise DDMError(f"{source}: irregular time stamps (step {steps[k]:.6g} at t = "
+                           f"{t[k]:.6g}, median step {dt:.6g}); increment matching needs one "
+                           "sampling interval: resample onto a uniform grid (e.g. numpy.interp) "
+                           "or put NaN rows where samples are missing")
+        self.t, self.z, self.dt = t, z, dt
+        self.meta = dict(meta or {})
+        self.source = source
+        self.valid = np.all(np.isfinite(z), axis=2)            # (trials, T)
+        if self.valid.sum() < 3:
+            raise DDMError(f"{source}: fewer than 3 finite samples")
+
+    trials = property(lambda self: self.z.shape[0])
+    d = property(lambda self: self.z.shape[2])
+
+    def pairs(self, trials, lag=1):
+        """(z_k, z_{k+lag}) for k, k+lag in the same valid segment of the given trials."""
+        z0, z1 = [], []
+        for tr in trials:
+            ok = self.valid[tr]
+            # a pair is inside one segment iff every row from k to k+lag is valid
+            run = np.convolve(ok.astype(int), np.ones(lag + 1, dtype=int), "valid") == lag + 1
+            k = np.flatnonzero(run)
+            z0.append(self.z[tr, k])
+            z1.append(self.z[tr, k + lag])
+        return np.concatenate(z0), np.concatenate(z1)
+
+
+def load_observations(data):
+    """Observations from a Trajectories object or a trajectory file (DESIGN.md §8)."""
+    if isinstance(data, Observations):
+        return data
+    if isinstance(data, Trajectories):
+        return Observations(data.t, data.z, data.meta, "trajectories")
+    traj = Trajectories.load(data)
+    return Observations(traj.t, traj.z, traj.meta, str(data))
+
+
+def _split(obs, holdout):
+    """Held-out trials: the last round(holdout·trials) (at least 1 when there are ≥ 2 trials).
+
+    With a single trial, its last fraction of time is held out instead (a NaN row separates the
+    two parts, so no increment crosses them).
+    """
+    if obs.trials >= 2:
+        n_val = min(obs.trials - 1, max(1, int(round(holdout * obs.trials))))
+        return obs, list(range(obs.trials - n_val)), list(range(obs.trials - n_val, obs.trials))
+    T = obs.z.shape[1]
+    cut = int(T * (1 - holdout))
+    z = np.full((2, T, obs.d), np.nan)
+    z[0, :cut] = obs.z[0, :cut]
+    z[1, cut + 1:] = obs.z[0, cut + 1:]
+    return Observations(obs.t, z, obs.meta, obs.source), [0], [1]
+
+
+def _truth(obs, truth):
+    """The system the data came from, if known: ``truth`` (a spec), else the file's metadata."""
+    if truth is False:
+        return None
+    if truth is not None:
+        return get_system(truth)
+    sysmeta = obs.meta.get("system") or {}
+    if sysmeta.get("kind") == "data" or "name" not in sysmeta:
+        return None
+    try:
+        return get_system(sysmeta.get("spec", sysmeta["name"]), **sysmeta.get("params", {}))
+    except DDMError:
+        return None
+
+
+def _box(z):
+    lo, hi = np.min(z, axis=0), np.max(z, axis=0)
+    pad = 0.05 * np.maximum(hi - lo, 1e-6)
+    return np.column_stack([lo - pad, hi + pad])
+
+
+class _Ridge:
+    """Ridge decoders on increments from Gram statistics, with the penalty chosen on held-out pairs.
+
+    Features ψ = [φ(M z + c); 1], targets Y = τ y + z (so that τ f_net = Θ ψ − z, as in
+    matching.ridge_decoders). Per output a, with weights Λ_a:
+        train:    (G + τ² λ / Λ_a · I_A) θ_a = C_a
+        held-out: E_v(θ) = Σ_a Λ_a [θ_aᵀ G_v θ_a − 2 θ_aᵀ C_v,a + mean(Y_v,a²)] / τ²
+    which is Σ_a Λ_a mean((f_net − y)_a²) on the held-out pairs, computed without touching them
+    again for each candidate λ.
+    """
+
+    def __init__(self, M, c, z, y, zv, yv, lam, tau):
+        self.N, self.tau, self.lam = M.shape[0], tau, lam
+        MT, c = np.ascontiguousarray(M.T), np.ascontiguousarray(c)
+        Y = np.ascontiguousarray(tau * y + z)
+        Yv = np.ascontiguousarray(tau * yv + zv)
+        self.G, self.C, _ = cpu.gram_statistics(np.ascontiguousarray(z), np.zeros((len(z), 0)),
+                                                Y, MT, c)
+        self.Gv, self.Cv, _ = cpu.gram_statistics(np.ascontiguousarray(zv),
+                                                  np.zeros((len(zv), 0)), Yv, MT, c)
+        self.sv = np.mean(Yv ** 2, axis=0)
+
+    def solve(self, reg):
+        N, d = self.N, len(self.lam)
+        ridge = np.zeros(self.G.shape[0])
+        ridge[:N] = 1.0
+        floor = 1e-12 * np.trace(self.G) / self.G.shape[0]
+        reg_A = reg * float(np.mean(self.lam)) / self.tau ** 2
+        theta = np.empty((d, self.G.shape[0]))
+        for a in range(d):
+            lhs = self.G + np.diag(ridge * self.tau ** 2 * reg_A / self.lam[a] + floor)
+            theta[a] = scipy.linalg.solve(lhs, self.C[:, a], assume_a="pos")
+        return theta
+
+    def held_out(self, theta):
+        e = [theta[a] @ self.Gv @ theta[a] - 2 * theta[a] @ self.Cv[:, a] + self.sv[a]
+             for a in range(len(self.lam))]
+        return float(np.dot(self.lam, e)) / self.tau ** 2
+
+
+def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, substeps=0,
+             refine_iter=100, refine_pairs=20000, state_noise=False, max_pairs=2000000,
+             truth=None, progress=sys.stderr):
+    """Fit a low-rank network to observed trajectories (increment matching + adjoint refinement).
+
+    data: a trajectory file (``t``, ``z`` (trials, T, d)) or Trajectories. reg: ridge penalty
+    (relative, as in ``fit``); None chooses it on held-out trials from 1e-10 … 1e-1. substeps: 0
+    for increment matching alone, else the adjoint refinement with that many RK4 steps per
+    sampling interval. truth: a system spec to score against (default: the one named in the
+    file's metadata, if any; False for none). Returns the Network; ``meta["fit"]`` holds the
+    held-out figures.
+    """
+    t_start = time.perf_counter()
+
+    def say(msg):
+        if progress is not None:
+            print(msg, file=progress, flush=True)
+
+    obs = load_observations(data)
+    N, d = int(neurons), obs.d
+    if N < d:
+        raise DDMError(f"--neurons must be at least the latent dimension d = {d}, got {N}")
+    if not 0 < holdout < 1:
+        raise DDMError(f"holdout must be in (0, 1), got {holdout}")
+    split, train, val = _split(obs, holdout)
+    z0, z1 = split.pairs(train)
+    v0, v1 = split.pairs(val)
+    if len(z0) < 10 * N or len(v0) < 10:
+        raise DDMError(f"{obs.source}: {len(z0)} training / {len(v0)} held-out increments are "
+                       f"too few for {N} neurons (want at least 10 per neuron); record longer or "
+                       "use fewer --neurons")
+    rng = np.random.default_rng(seed)
+    if len(z0) > max_pairs:           # the Gram pass is O(K N²): a random subset is plenty
+        keep = rng.choice(len(z0), max_pairs, replace=False)
+        z0, z1 = z0[keep], z1[keep]
+    dt = obs.dt
+    y, yv = (z1 - z0) / dt, (v1 - v0) / dt
+    var = y.var(axis=0)
+    lam = 1.0 / np.where(var > 0, var, 1.0)
+    domain = _box(np.concatenate([z0, v0]))
+    say(f"fit from data {obs.source}: {obs.trials} trials, Δt = {dt:g}, {len(z0)} training / "
+        f"{len(v0)} held-out increments, N = {N}, d = {d}, seed = {seed}")
+
+    # 1. increment matching: ridge path on the increments, penalty chosen on held-out trials
+    M, c = initial_embedding(domain, N, rng)
+    ridge = _Ridge(M, c, z0, y, v0, yv, lam, tau)
+    path = [reg] if reg is not None else [10.0 ** k for k in range(-10, 0)]
+    scores = [(ridge.held_out(ridge.solve(r)), r) for r in path]
+    best, reg = min(scores)
+    theta = ridge.solve(reg)
+    A, b_z = theta[:, :N], theta[:, N]
+    say(f"  increment matching: ridge penalty {reg:g} (held-out loss {best:.4g})")
+    stages = {"increments": {"reg": reg, "path": [[r, s] for s, r in scores]}}
+
+    # 2. adjoint refinement: RK4 flow map over Δt against the next observation
+    if substeps:
+        A, b_z, M, c, stages["refine"] = _refine(A, b_z, M, c, tau, z0, z1, dt, int(substeps),
+                                                 lam, reg, refine_iter, refine_pairs, rng,
+                                                 progress)
+
+    # 3. diffusion from the residuals of the final drift (the flow map when refined)
+    net = Network(tau, M, c, M @ b_z + c, np.eye(d), np.zeros((d, d, N)), A=A)
+    pred = (integrate(A, b_z, M, c, tau, z0, dt / substeps, substeps) if substeps
+            else z0 + net.latent_drift(z0) * dt)
+    r = z1 - pred
+    D = r.T @ r / (len(r) * dt)
+    S0 = np.linalg.cholesky(0.5 * (D + D.T))
+    R = np.zeros((d, d, N))
+    if state_noise:
+        S0, R, stages["diffusion"] = _state_noise(net, z0, r, dt, S0, reg, progress)
+    net.S0, net.R = S0, R
+
+    # figures of fit on held-out trials
+    def predict(zs):
+        if substeps:
+            return integrate(net.A, net.b_z, net.M, net.c, tau, zs, dt / substeps, substeps)
+        return zs + net.latent_drift(zs) * dt
+
+    figures = {"e_increments": relative_error(predict(v0) - v0, v1 - v0)}
+    system = _truth(obs, truth)
+    if system is not None and system.d == d:
+        f_true = np.asarray(system.drift(v0, None), dtype=float)
+        g = np.asarray(system.diffusion(v0), dtype=float)
+        figures["e_f"] = relative_error(net.latent_drift(v0), f_true)
+        figures["e_D"] = relative_error(net.latent_diffusion(v0),
+                                        np.einsum("kam,kbm->kab", g, g))
+        # the floor: the truth's own Euler prediction of the same increments
+        figures["e_increments_truth"] = relative_error(f_true * dt, v1 - v0)
+        sysmeta = {"name": system.name, "spec": getattr(system, "spec", system.name),
+                   "params": system.params, "d": d, "m": system.m, "p": system.p,
+                   "domain": system.domain.tolist(), "dt": system.dt,
+                   "duration": system.duration}
+    else:
+        sim_dt = dt / max(1, math.ceil(dt / 0.01))
+        sysmeta = {"name": "data", "kind": "data", "d": d, "m": d, "p": 0,
+                   "domain": domain.tolist(), "dt": sim_dt,
+                   "duration": float(obs.t[-1] - obs.t[0])}
+    net.meta.update({
+        "system": sysmeta,
+        "data": {"source": obs.source, "trials": obs.trials, "T": int(obs.z.shape[1]),
+                 "dt": dt, "train_trials": len(train), "held_out_trials": len(val),
+                 "train_pairs": int(len(z0)), "held_out_pairs": int(len(v0)),
+                 "domain": domain.tolist()},
+        "training": {"mode": "lowrank", "neurons": N, "seed": seed, "tau": tau, "reg": reg,
+                     "substeps": int(substeps), "state_noise": bool(state_noise),
+                     "stages": stages, "seconds": time.perf_counter() - t_start,
+                     "from_data": True},
+        "fit": figures,
+        "version": __version__,
+    })
+    say("figures of fit (held-out trials): "
+        + ", ".join(f"{k} = {v:.3g}" for k, v in figures.items()))
+    return net
+
+
+def _refine(A, b_z, M, c, tau, z0, z1, dt, substeps, lam, reg, max_iter, n_pairs, rng,
+            progress):
+    """L-BFGS-B on (A, b_z, M, c) for the multi-step loss (ddm_numba.multistep), from the
+    increment-matching solution; a random subset of n_pairs pairs keeps each evaluation cheap."""
+    if len(z0) > n_pairs:
+        keep = rng.choice(len(z0), n_pairs, replace=False)
+        z0, z1 = z0[keep], z1[keep]
+    N, d = M.shape
+    z0, z1 = np.ascontiguousarray(z0), np.ascontiguousarray(z1)
+    h = dt / substeps
+    reg_A = reg * float(np.mean(lam)) / tau ** 2
+    packer = Packer({"A": (d, N), "b_z": (d,), "M": (N, d), "c": (N,)})
+    # L-BFGS-B is not scale invariant: each block in units where it is O(1)
+    sA = max(float(np.abs(A).std()), 1e-3)
+    scale = packer.pack({"A": np.full((d, N), sA), "b_z": np.full(d, sA),
+                         "M": np.tile(np.abs(M).std(axis=0), (N, 1)), "c": np.full(N, 1.0)})
+    # the loss is Σ Λ (Δ − pred)²/Δt² ~ Λ (noise²/Δt), O(1/Δt): normalise by its start value
+    loss0, _ = multistep_loss_grad(A, b_z, M, c, tau, z0, z1, h, substeps, lam, reg_A)
+    norm = 1.0 / max(loss0, 1e-300)
+
+    def objective(x):
+        prm = packer.unpack(x * scale)
+        try:
+            loss, g = multistep_loss_grad(prm["A"], prm["b_z"], prm["M"], prm["c"], tau, z0, z1,
+                                          h, substeps, lam, reg_A)
+        except DDMError:      # the line search tried a step where RK4 diverges: reject it
+            return np.inf, np.zeros_like(x)
+        return loss * norm, packer.pack(g) * scale * norm
+
+    x0 = packer.pack({"A": A, "b_z": b_z, "M": M, "c": c}) / scale
+    x, info = _minimize(objective, x0, "adjoint", max_iter, 1e-12, progress)
+    prm = packer.unpack(x * scale)
+    info.update({"substeps": substeps, "pairs": int(len(z0)), "loss_start": float(loss0)})
+    return prm["A"], prm["b_z"], prm["M"], prm["c"], info
+
+
+def _state_noise(net, z0, r, dt, S0, reg, progress):
+    """S0, R fitted to the noisy targets D_k = r_k r_kᵀ / Δt (the diffusion loss of DESIGN.md §4,
+    whose least squares averages the noise), from the constant fit S0."""
+    d, N = net.d, net.N
+    Dt = np.ascontiguousarray(np.einsum("ka,kb->kab", r, r) / dt)
+    packer = Packer({"S0": (d, d), "R": (d, d, N)})
+    scale_D = 1.0 / max(float(np.mean(np.sum(Dt ** 2, axis=(1, 2)))), 1e-300)
+    zc = np.ascontiguousarray(z0)
+    D_private = np.zeros((d, d))
+
+    def objective(x):
+        loss, grad = diffusion_loss_grad(x, packer, zc, Dt, net.M, net.c, D_private, reg)
+        return loss * scale_D, grad * scale_D
+
+    x, info = _minimize(objective, packer.pack({"S0": S0, "R": np.zeros((d, d, N))}),
+                        "diffusion", 200, 1e-12, progress)
+    prm = packer.unpack(x)
+    return prm["S0"].copy(), prm["R"].copy(), info
