@@ -95,3 +95,31 @@ def test_fit_from_data_cli_and_sampling_a_model_without_truth(tmp_path):
     assert res.exit_code == 2 and "either SYSTEM or --data" in res.output
     res = runner.invoke(main, ["fit", "ou2d", "--substeps", "4", "--out", model])
     assert res.exit_code == 2 and "--substeps" in res.output
+
+
+def test_adjoint_refinement_removes_the_bias_of_coarse_increments():
+    """limit_cycle sampled every Δt = 0.2: one-step Euler targets are biased (the drift changes
+    over Δt), so increment matching is visibly off; the RK4 shooting loss with its adjoint
+    gradient removes the bias. Measured with these settings: e_f 0.157 → 0.080 (N = 32, 300
+    iterations); here fewer iterations, and the bound leaves room for that."""
+    data = sample_target("limit_cycle", trials=100, time=100, seed=5, dt=0.01, record_every=20)
+    plain = fit_data(data, 32, seed=0, progress=None)
+    refined = fit_data(data, 32, seed=0, substeps=4, refine_iter=150, progress=None)
+    e0, e1 = plain.meta["fit"]["e_f"], refined.meta["fit"]["e_f"]
+    assert e0 > 0.1                     # visibly biased
+    assert e1 < e0 / 1.5
+    assert refined.meta["training"]["stages"]["refine"]["iterations"] > 10
+
+
+def test_state_dependent_noise_from_data():
+    """multiplicative (g = sqrt(a + b z²)): the noisy targets r rᵀ/Δt of the residuals, smoothed
+    and fitted by the diffusion loss, recover D(z) over the region the data visit (measured
+    e_D ≈ 0.07; a constant D cannot: e_D > 0.3)."""
+    data = sample_target("multiplicative", trials=50, time=100, seed=2, dt=0.005,
+                         record_every=2)
+    const = fit_data(data, 32, seed=0, progress=None)
+    state = fit_data(data, 32, seed=0, state_noise=True, progress=None)
+    assert const.meta["fit"]["e_D"] > 0.3
+    assert state.meta["fit"]["e_D"] <= 0.1 and state.meta["fit"]["e_f"] <= 0.05
+    assert state.meta["training"]["stages"]["diffusion"]["iterations"] > 0
+    assert np.any(state.R != 0)
