@@ -288,7 +288,8 @@ def figure_irreversibility(path, report):
         ax.set_title("autocorrelation of z1")
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xlabel("lag τ")
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
     fig.tight_layout()
     return _save(fig, path, plt)
 

@@ -435,7 +435,7 @@ def format_report(rep):
                  f"tau={m['tau']:g}")
     fit = m.get("fit", {})
     if fit:
-        lines.append(f"  fit (held-out): e_f {_num(fit.get('e_f'))}, e_D {_num(fit.get('e_D'))}")
+        lines.append("  fit (held-out): " + ", ".join(f"{k} {_num(v)}" for k, v in fit.items()))
     c = rep["connectivity"]
     lines.append("\nconnectivity")
     lines.append(f"  asymmetry ‖W_a‖/‖W‖      {_num(c['asymmetry']['a'])}"
