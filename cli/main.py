@@ -159,8 +159,12 @@ def fit(system, data, substeps, holdout, state_noise, truth, neurons, out, param
               "network beside target.")
 @click.option("--burn-in", default=-1.0, type=float,
               help="Time discarded before the stationary histogram (<0: 10% of --time).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              help="Where the network runs (auto: CUDA when a GPU is usable, else CPU).")
+@click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
+              help="Precision of the network's state (float32 on CUDA only).")
 def sample(model, out, trials, duration, seed, dt, record_every, inputs, save_neurons, target,
-           plot, burn_in):
+           plot, burn_in, device, dtype):
     """Simulate MODEL's network (or, with --target, its target SDE) with Euler–Maruyama."""
     from ddm_numba import load_model
     from ddm_numba.simulate import sample_network, sample_target, target_of, parse_input
@@ -182,13 +186,16 @@ def sample(model, out, trials, duration, seed, dt, record_every, inputs, save_ne
         if target:
             traj = sample_target(system, **kw)
         else:
-            traj = sample_network(net, save_neurons=save_neurons, **kw)
+            traj = sample_network(net, save_neurons=save_neurons, device=device, dtype=dtype,
+                                  **kw)
+            click.echo(f"device: {traj.meta['device_reason']}", err=True)
         seconds = time.perf_counter() - t0
         traj.save(out)
         click.echo(f"wrote {out}: {traj.z.shape[0]} trials × {traj.z.shape[1]} records of "
                    f"{'the target' if target else 'the network'} in {seconds:.1f}s")
         if plot:
-            other = (sample_network(net, **kw) if target else sample_target(system, **kw))
+            other = (sample_network(net, device=device, dtype=dtype, **kw) if target
+                     else sample_target(system, **kw))
             runs = [("network", other), ("target", traj)] if target else \
                 [("network", traj), ("target", other)]
             b = burn_in if burn_in >= 0 else 0.1 * duration

@@ -4,13 +4,14 @@ Both use one xoroshiro128+ stream per trial (rng.py), so a run is the same whate
 count, and with the same seed the network and the target see the same latent noise ξ (when the
 network has no private noise): their paths can be compared trial by trial.
 """
+import functools
 import json
 import os
 
 import numpy as np
 
 from . import __version__
-from .backends import cpu
+from .backends import cpu, resolve_device
 from .errors import DDMError
 from .network import Network, atomic_savez, read_npz
 from .rng import fill_normals, make_states
@@ -149,10 +150,20 @@ def _common_meta(kind, seed, dt, every, schedule):
 
 
 def sample_network(net, trials=100, time=100.0, seed=0, dt=None, record_every=None,
-                   inputs=(), save_neurons=False, z0=None):
-    """Simulate the network from x0 = M z0 + c; returns Trajectories of z = P (x − c)."""
+                   inputs=(), save_neurons=False, z0=None, device="cpu", dtype="float64"):
+    """Simulate the network from x0 = M z0 + c; returns Trajectories of z = P (x − c).
+
+    device: "cpu", "cuda" or "auto" (CUDA when a GPU is usable); the same seed gives the same
+    paths on either, up to rounding. dtype: "float64", or "float32" on CUDA.
+    """
     if isinstance(net, (str, os.PathLike)):
         net = Network.load(net)
+    device, why = resolve_device(device)
+    if dtype not in ("float64", "float32"):
+        raise DDMError(f"dtype must be float64 or float32, got {dtype!r}")
+    if dtype == "float32" and device != "cuda":
+        raise DDMError("float32 sampling is for the CUDA backend; the CPU backend computes in "
+                       "float64 (leave --dtype at float64 or use --device cuda)")
     trials = int(trials)
     if trials < 1:
         raise DDMError(f"trials must be >= 1, got {trials}")
@@ -175,7 +186,12 @@ def sample_network(net, trials=100, time=100.0, seed=0, dt=None, record_every=No
     x_out = np.zeros((trials, T, N) if save_neurons else (1, 1, 1))
     blowup = np.full(trials, -1, dtype=np.int64)
     full = net.mode == "full"
-    cpu.simulate_network(
+    if device == "cuda":
+        from .backends import cuda_simulate
+        kernel = functools.partial(cuda_simulate.simulate_network, dtype=np.dtype(dtype).type)
+    else:
+        kernel = cpu.simulate_network
+    kernel(
         x0, states, np.ascontiguousarray(net.M.T), net.c,
         net.A if not full else np.zeros((d, N)), np.ascontiguousarray(net.W.T) if full
         else np.zeros((1, 1)), full, net.b,
@@ -184,7 +200,8 @@ def sample_network(net, trials=100, time=100.0, seed=0, dt=None, record_every=No
         n_steps, every, z_out, x_out, bool(save_neurons), blowup)
     _check_blowup(blowup, dt, "network")
     meta = _common_meta("network", seed, dt, every, schedule)
-    meta.update({"system": sysmeta, "N": N, "mode": net.mode})
+    meta.update({"system": sysmeta, "N": N, "mode": net.mode, "device": device,
+                 "device_reason": why, "dtype": dtype})
     return Trajectories(np.arange(T) * every * dt, z_out, x_out if save_neurons else None,
                         U[::every] if p else None, meta)
 
