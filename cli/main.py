@@ -96,9 +96,11 @@ def _params(values):
               metavar="FRACTION_EXCITATORY", help="Full mode: Dale's law with this E fraction.")
 @click.option("--sigma-private", default=0.0, type=click.FloatRange(min=0),
               help="Private noise σ_p on every neuron.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              help="Where the low-rank loss+gradient runs (auto: CUDA when a GPU is usable).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def fit(system, data, substeps, holdout, state_noise, truth, neurons, out, params, mode, seed,
-        tau, samples, max_iter, reg, fixed_embedding, dale, sigma_private, quiet):
+        tau, samples, max_iter, reg, fixed_embedding, dale, sigma_private, device, quiet):
     """Train a network of N neurons whose latent drift and diffusion match SYSTEM, or (--data)
     observed trajectories of an unknown system.
 
@@ -130,7 +132,10 @@ def fit(system, data, substeps, holdout, state_noise, truth, neurons, out, param
             net = fit_network(target, neurons, mode=mode, seed=seed, tau=tau,
                               samples=samples or None, max_iter=max_iter,
                               reg=1e-10 if reg is None else reg, fixed_embedding=fixed_embedding,
-                              dale=dale, sigma_private=sigma_private, progress=progress)
+                              dale=dale, sigma_private=sigma_private, progress=progress,
+                              device=device)
+            if not quiet:
+                click.echo(f"device: {net.meta['training']['device_reason']}", err=True)
         net.save(out)
     except (DDMError, OSError) as exc:
         _fail(exc)

@@ -13,7 +13,7 @@ import scipy.optimize
 from threadpoolctl import threadpool_limits
 
 from . import __version__
-from .backends import cpu
+from .backends import cpu, resolve_device
 from .errors import DDMError
 from .network import Network
 from .systems import evaluate, get_system
@@ -67,17 +67,24 @@ def lowrank_packer(N, d, p, train_embedding=True):
     return Packer(shapes)
 
 
-def lowrank_loss_grad(theta, packer, data, reg_A, fixed=None):
+def lowrank_loss_grad(theta, packer, data, reg_A, fixed=None, device_data=None):
     """L_f of DESIGN.md §4 for W = M A, plus λ_A ‖A‖²_F, and its gradient (flat vectors).
 
-    ``fixed`` supplies M and c when the embedding is not trained.
+    ``fixed`` supplies M and c when the embedding is not trained. ``device_data``: the samples
+    already on the GPU (backends.cuda_loss.DeviceDriftData): the CUDA kernel computes the same
+    values, moving only parameters and gradient.
     """
     prm = dict(fixed or {})
     prm.update(packer.unpack(theta))
     N, d = prm["M"].shape
     Bz = prm.get("B_z", np.zeros((d, data.p)))
-    loss, gA, gbz, gBz, gMT, gc = cpu.lowrank_drift_loss_grad(
-        data.z, data.u, data.f, data.lam, np.ascontiguousarray(prm["A"]),
+    if device_data is not None:
+        from .backends import cuda_loss
+        kernel, samples = cuda_loss.lowrank_drift_loss_grad, (device_data, None, None, None)
+    else:
+        kernel, samples = cpu.lowrank_drift_loss_grad, (data.z, data.u, data.f, data.lam)
+    loss, gA, gbz, gBz, gMT, gc = kernel(
+        *samples, np.ascontiguousarray(prm["A"]),
         np.ascontiguousarray(prm["b_z"]), np.ascontiguousarray(Bz),
         np.ascontiguousarray(prm["M"].T), np.ascontiguousarray(prm["c"]), data.tau)
     loss += reg_A * float(np.sum(prm["A"] ** 2))
@@ -273,12 +280,14 @@ def _minimize(fun, x0, stage, max_iter, tol, progress, bounds=None, blas_threads
 
 def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
         test_samples=4096, max_iter=300, tol=1e-12, reg=1e-10, fixed_embedding=False,
-        dale=None, sigma_private=0.0, perp_weight=1.0, progress=sys.stderr):
+        dale=None, sigma_private=0.0, perp_weight=1.0, progress=sys.stderr, device="cpu"):
     """Train a network whose latent drift and diffusion match ``system`` (DESIGN.md §5).
 
     Returns the Network; its ``meta["fit"]`` holds the figures of fit on held-out samples.
-    ``progress``: a text stream for progress lines (None for silence).
+    ``progress``: a text stream for progress lines (None for silence). ``device``: where the
+    low-rank loss+gradient runs ("cpu", "cuda", "auto"); the Gram passes stay on the CPU.
     """
+    device, device_reason = resolve_device(device)
     system = get_system(system)
     N, d, p = int(neurons), system.d, system.p
     if N < d:
@@ -331,8 +340,14 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
                              "M": np.tile(np.abs(M).std(axis=0), (N, 1)),
                              "c": np.full(N, 1.0)})
 
+        device_data = None
+        if device == "cuda":
+            from .backends import cuda_loss
+            device_data = cuda_loss.DeviceDriftData(data.z, data.u, data.f, data.lam)
+
         def objective(x):
-            loss, grad = lowrank_loss_grad(x * scale, packer, data, reg_joint)
+            loss, grad = lowrank_loss_grad(x * scale, packer, data, reg_joint,
+                                           device_data=device_data)
             return loss, grad * scale
 
         x0 = packer.pack({"A": A, "b_z": b_z, "B_z": B_z, "M": M, "c": c}) / scale
@@ -388,6 +403,7 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
                      "test_samples": int(test_samples), "max_iter": max_iter, "tol": tol,
                      "reg": reg, "fixed_embedding": bool(fixed_embedding), "dale": dale,
                      "sigma_private": sigma_private, "perp_weight": perp_weight,
+                     "device": device, "device_reason": device_reason,
                      "stages": stages, "seconds": time.perf_counter() - t_start},
         "fit": figures,
         "version": __version__,
