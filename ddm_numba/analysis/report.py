@@ -79,6 +79,11 @@ def network_side(net, part="W", label="network", affine=None):
 
 # -- pieces of the report ------------------------------------------------------------------
 
+def _positive_definite(D):
+    w = np.linalg.eigvalsh(0.5 * (D + D.T))
+    return bool(w.min() > 1e-12 * max(abs(w).max(), 1e-300))
+
+
 def connectivity_report(net, D):
     sp = connectivity.spectra(net)
     try:
@@ -92,7 +97,7 @@ def connectivity_report(net, D):
            "eig_latent_connectivity": sp["eig_latent"], "eig_W": sp["eig_W"],
            "singular_values": sp["singular_values"][:2 * net.d + 8],
            "latent_connectivity": sp["latent_connectivity"]}
-    if D is not None and asym["norm_W"] > 0:
+    if D is not None and asym["norm_W"] > 0 and _positive_definite(D):
         al = connectivity.decoder_alignment(net, D)
         out["decoder_alignment"] = {"weighted_abs_cos": al["weighted_abs_cos"],
                                     "misalignment": al["misalignment"]}
@@ -189,6 +194,12 @@ def irreversibility(side, system_or_none, z_stat, dt_rec, box, grid, seed, net=N
     """e_p of one side by every method that applies; returns (numbers, grid solution or None)."""
     d = z_stat.shape[2]
     out = {}
+    if side.D is not None and not _positive_definite(side.D):
+        # degenerate noise (e.g. a Van der Pol oscillator driven on one coordinate): paths of the
+        # time-reversed process are singular to the forward ones, e_p is not finite
+        out["note"] = ("D is singular (noise does not reach every direction): the entropy "
+                       "production is not defined as a finite rate; skipped")
+        return out, None
     B = system_or_none.linear_matrix() if system_or_none is not None else None
     if B is not None and side.D is not None:
         ou = linear.ou_stationary(B, side.D)
