@@ -161,7 +161,7 @@ def run(out_dir, quick=False):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out-dir", default="examples_out")
+    ap.add_argument("--out-dir", default=".")
     ap.add_argument("--quick", action="store_true", help="smaller fit and sampling (tests)")
     args = ap.parse_args()
     print(json.dumps(run(args.out_dir, quick=args.quick), indent=1))
