@@ -32,7 +32,7 @@ kernels, 256 threads per block, no warp shuffles (so the CUDA simulator runs the
 import numpy as np
 from numba import cuda, float64
 
-from .._jit import phi as _phi_cpu
+from .cuda_simulate import phi  # _jit.phi compiled for CUDA, once for both backends
 from ..errors import DDMError
 
 __all__ = ["DeviceDriftData", "lowrank_drift_loss_grad", "full_drift_loss_grad", "MAX_D", "MAX_P"]
@@ -64,7 +64,6 @@ THREADS = 256
 # samples are processed in chunks of this size: O(chunk · N) memory, never K × N.
 FULL_SCRATCH_BYTES = 1 << 28
 
-phi = cuda.jit(device=True)(_phi_cpu.py_func)
 
 
 # -- device data ------------------------------------------------------------------------------

@@ -83,7 +83,17 @@ def _device(func, **rebind):
 _rotl = _device(rng._rotl)
 next_uint64 = _device(rng.next_uint64, _rotl=_rotl)
 normal_pair = _device(rng.normal_pair, uniform=_device(rng.uniform, next_uint64=next_uint64))
-phi = _device(_jit.phi)
+
+
+@cuda.jit(device=True)
+def _floor(y):
+    return math.floor(y)
+
+
+# Inside phi, the CPU writes 2ⁿ into exponent bits with an LLVM intrinsic and floors with np.floor;
+# CUDA (and the simulator, which runs Python) use the exact arithmetic 2ⁿ and math.floor. Same
+# values.
+phi = _device(_jit.phi, _exp2_int=_device(_jit.exp2_int), _floor=_floor)
 
 
 @cuda.jit(device=True)
