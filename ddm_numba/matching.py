@@ -126,7 +126,9 @@ class FullGram:
     so, with G = (1/K)Σψψᵀ, C = (1/K)Σψyᵀ, ψ̄ = (1/K)Σψ, s = (1/K)Σ yᵀΛy, X = Θ G:
         τ² L = tr(Λ P X Θᵀ Pᵀ) − 2 tr(Λ P Θ C) + s + λ⊥ [tr(Q X Θᵀ) − 2 (Qc)ᵀ Θ ψ̄ + cᵀQc]
         τ² ∂L/∂Θ = 2 Pᵀ Λ P X − 2 Pᵀ Λ Cᵀ + 2 λ⊥ (Q X − Q c ψ̄ᵀ)
-    plus λ_W ‖W‖²_F. Every evaluation is O(N³), whatever K.
+    plus λ_W ‖W‖²_F. Every evaluation is O(N³), whatever K: the one product X = Θ G (2 N n²
+    flops, BLAS). Q = I − M P is never applied as an N×N matrix: Q Y = Y − M (P Y) costs O(N n d),
+    which halves the cost against forming Q X and Q Θ densely.
     """
 
     def __init__(self, data, M, c, P, Q, lam_perp, reg_W):
@@ -139,9 +141,14 @@ class FullGram:
             data.z, data.u, np.ascontiguousarray(y), np.ascontiguousarray(M.T),
             np.ascontiguousarray(c))
         self.s = float(np.mean(np.sum(data.lam * y * y, axis=1)))
-        self.Qc = Q @ c
+        self.M = M
+        self.Qc = self._Q(c)
         self.cQc = float(c @ self.Qc)
         self.packer = Packer({"W": (self.N, self.N), "b": (self.N,), "B_in": (self.N, self.p)})
+
+    def _Q(self, Y):
+        """Q Y = Y − M (P Y): the off-manifold projector without an N×N product."""
+        return Y - self.M @ (self.P @ Y)
 
     def theta(self, prm):
         return np.hstack([prm["W"], prm["b"][:, None], prm["B_in"]])
@@ -152,11 +159,11 @@ class FullGram:
         X = Th @ self.G
         LP = self.lam[:, None] * self.P
         PTh = self.P @ Th
-        QTh = self.Q @ Th
+        QTh = self._Q(Th)
         loss = (np.sum((LP @ X) * PTh) - 2.0 * np.sum((LP @ Th) * self.C.T) + self.s
                 + self.lam_perp * (np.sum(X * QTh) - 2.0 * self.Qc @ Th @ self.mean + self.cQc))
         grad = 2.0 * (self.P.T @ (LP @ X) - LP.T @ self.C.T
-                      + self.lam_perp * (self.Q @ X - np.outer(self.Qc, self.mean)))
+                      + self.lam_perp * (self._Q(X) - np.outer(self.Qc, self.mean)))
         loss /= self.tau ** 2
         grad /= self.tau ** 2
         W = prm["W"]

@@ -34,6 +34,59 @@ def test_full_connectivity_path_equals_low_rank_path(dw_model):
     assert np.max(np.abs(a.x - b.x)) < 1e-9 and np.max(np.abs(a.z - b.z)) < 1e-9
 
 
+def test_batched_full_kernel_equals_the_per_trial_kernel():
+    """Full W steps every trial together (Φ Wᵀ by BLAS, per slab of trials); the per-trial kernel
+    is the reference. Same streams, so the paths agree to rounding, with inputs, state-dependent
+    noise, private noise, a record interval, and one trial that blows up (found at the same
+    step, and the others unaffected). Three slabs of trials; bit-identical on 1 and 2 threads."""
+    from ddm_numba.backends import cpu
+    from ddm_numba.rng import make_states
+
+    rng = np.random.default_rng(2)
+    N, d, m, p, trials, steps, every = 40, 2, 2, 1, 2 * cpu.FULL_SLAB + 5, 60, 3
+    MT = rng.standard_normal((d, N)) / 3
+    c = 0.2 * rng.standard_normal(N)
+    WT = rng.standard_normal((N, N)) / np.sqrt(N)
+    b = 0.1 * rng.standard_normal(N)
+    BinT = rng.standard_normal((p, N))
+    U = np.zeros((steps + 1, p))
+    U[10:30] = 0.5
+    S0 = 0.3 * np.eye(d, m)
+    R = 0.01 * rng.standard_normal((d, m, N))
+    P = np.linalg.pinv(MT.T)
+    x0 = rng.standard_normal((trials, N))
+    # dt = 3τ: Euler's off-manifold factor is |1 − dt/τ| = 2 a step; trial 3 starts 1e300 times
+    # further out, so it overflows after about 25 steps while the others stay finite
+    x0[3] *= 1e300
+
+    def run(kernel, *extra):
+        T = steps // every + 1
+        z = np.zeros((trials, T, d))
+        x = np.zeros((trials, T, N))
+        blowup = np.zeros(trials, dtype=np.int64)
+        kernel(x0, make_states(trials, 7), cpu.rows(MT), c, *([cpu.rows(np.zeros((d, N)))]
+               if kernel is cpu._simulate_network else []), WT,
+               *([True] if kernel is cpu._simulate_network else []), b, BinT, U, S0, R, True,
+               0.05, cpu.rows(P), 3.0, 1.0, steps, every, z, x, True, blowup, *extra)
+        return z, x, blowup
+
+    z_ref, x_ref, bl_ref = run(cpu._simulate_network)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        z_one, x_one, bl_one = run(cpu._simulate_full)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        z_new, x_new, bl_new = run(cpu._simulate_full)
+    finally:
+        numba.set_num_threads(before)
+    assert bl_ref[3] > 0 and np.array_equal(bl_ref, bl_new) and np.array_equal(bl_new, bl_one)
+    ok = np.arange(trials) != 3
+    scale = np.max(np.abs(x_ref[ok]))
+    assert np.max(np.abs(x_new[ok] - x_ref[ok])) < 1e-12 * scale
+    assert np.max(np.abs(z_new[ok] - z_ref[ok])) < 1e-12 * scale
+    assert np.array_equal(x_new, x_one, equal_nan=True) and np.array_equal(z_new, z_one, equal_nan=True)
+
+
 def test_recorded_latent_is_readout_of_neurons(dw_model):
     traj = sample_network(dw_model, trials=3, time=2, seed=0, save_neurons=True, record_every=7)
     assert traj.x.shape == (3, len(traj.t), dw_model.N)

@@ -10,11 +10,13 @@ Embeddings are passed transposed, MT = Mᵀ (d, N), so that loops over neurons a
 """
 import numpy as np
 from numba import prange
+from threadpoolctl import threadpool_limits
 
 from .._jit import kernel, phi
 from ..rng import normal_pair
 
 BLOCK = 256
+FULL_SLAB = 32  # trials per BLAS product in full-connectivity sampling (_simulate_full)
 # Reassociation lets LLVM vectorize dot products; no nnan/ninf, so non-finite values still show.
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
@@ -289,7 +291,15 @@ def diffusion_loss_grad(z, Dt, S0, R, MT, c, D_private):
 
 def simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, sigma_p, P,
                      dt, tau, n_steps, every, z_out, x_out, save_x, blowup):
-    """Euler–Maruyama for the network (see ``_simulate_network``); Mᵀ, A (d, N) as 2-D arrays."""
+    """Euler–Maruyama for the network (see ``_simulate_network``); Mᵀ, A (d, N) as 2-D arrays.
+    Full connectivity goes to ``_simulate_full``, which steps all trials together."""
+    if full:
+        # one BLAS thread: the kernel's own threads each multiply a slab of trials (nested
+        # BLAS and numba threads would oversubscribe the cores)
+        with threadpool_limits(1, user_api="blas"):
+            return _simulate_full(x0, states, rows(MT), c, WT, b, BinT, U, S0, R, has_R,
+                                  sigma_p, rows(P), dt, tau, n_steps, every, z_out, x_out,
+                                  save_x, blowup)
     return _simulate_network(x0, states, rows(MT), c, rows(A), WT, full, b, BinT, U, S0, R, has_R,
                              sigma_p, rows(P), dt, tau, n_steps, every, z_out, x_out, save_x,
                              blowup)
@@ -417,4 +427,119 @@ def _simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, 
                     i += 2
             for a in range(d):
                 latent[a] = 0.0
+    return blowup
+
+
+@kernel(parallel=True, fastmath=_FAST)
+def _simulate_full(x0, states, MT, c, WT, b, BinT, U, S0, R, has_R, sigma_p, P, dt, tau, n_steps,
+                   every, z_out, x_out, save_x, blowup):
+    """Euler–Maruyama with full connectivity: the same steps, numbers and records as
+    ``_simulate_network`` with full = True, but all trials advance together.
+
+    A full step costs the product W φ(x), N² per trial. Done trial by trial it is a
+    matrix–vector product that reads all of W from memory for every trial and step; for the whole
+    batch of trials it is one matrix–matrix product Φ Wᵀ (trials × N by N × N) through BLAS, which
+    reads W once a step and runs near the machine's peak. The rest of a step (φ, the noise, the
+    update) is O(N) per trial and runs in prange over trials, each drawing from its own stream in
+    the same order as the per-trial kernel, so the paths agree with it to rounding.
+    A trial that stops being finite is stopped: its row of Φ is zeroed and it is no longer recorded.
+    """
+    n_trials, N = x0.shape
+    d = len(MT)
+    m = S0.shape[1]
+    p = BinT.shape[0]
+    sqdt = np.sqrt(dt)
+    rate = dt / tau
+    X = x0.copy()
+    Phi = np.empty((n_trials, N))
+    Drive = np.empty((n_trials, N))
+    alive = np.ones(n_trials, dtype=np.bool_)
+    # Slabs of a fixed number of trials, not one per thread: a BLAS product's rounding can depend
+    # on how many rows it gets, and paths must not depend on the thread count. 32 rows a product
+    # keeps it compute-bound (W is read once per 32 trials and step).
+    slab = FULL_SLAB
+    n_slabs = (n_trials + slab - 1) // slab
+    for tr in range(n_trials):
+        blowup[tr] = -1
+    for step in range(n_steps + 1):
+        if step % every == 0:
+            rec = step // every
+            for tr in prange(n_trials):
+                if not alive[tr]:
+                    continue
+                x = X[tr]
+                finite = True
+                for a in range(len(P)):
+                    row = P[a]
+                    s = 0.0
+                    for i in range(N):
+                        s += row[i] * (x[i] - c[i])
+                    z_out[tr, rec, a] = s
+                    if not abs(s) < np.inf:  # see _simulate_network
+                        finite = False
+                if save_x:
+                    for i in range(N):
+                        x_out[tr, rec, i] = x[i]
+                if not finite:
+                    blowup[tr] = step
+                    alive[tr] = False
+        if step == n_steps:
+            break
+        for tr in prange(n_trials):
+            x = X[tr]
+            row = Phi[tr]
+            if alive[tr]:
+                for i in range(N):
+                    row[i] = phi(x[i])
+            else:
+                for i in range(N):
+                    row[i] = 0.0
+        # Drive[t] = W φ(x_t): one BLAS product Φ Wᵀ per slab of trials, slabs in parallel
+        for sl in prange(n_slabs):
+            lo = sl * slab
+            hi = min(n_trials, lo + slab)
+            if lo < hi:
+                np.dot(Phi[lo:hi], WT, Drive[lo:hi])
+        for tr in prange(n_trials):
+            if not alive[tr]:
+                continue
+            x = X[tr]
+            dr = Drive[tr]
+            ph = Phi[tr]
+            xi = np.empty(m)
+            noise = np.zeros(d)
+            j = 0
+            while j < m:
+                g1, g2 = normal_pair(states, tr)
+                xi[j] = g1
+                if j + 1 < m:
+                    xi[j + 1] = g2
+                j += 2
+            for a in range(d):
+                s = 0.0
+                for q in range(m):
+                    sq = S0[a, q]
+                    if has_R:
+                        for i in range(N):
+                            sq += R[a, q, i] * ph[i]
+                    s += sq * xi[q]
+                noise[a] = s * sqdt
+            for q in range(p):
+                uq = U[step, q]
+                if uq != 0.0:
+                    for i in range(N):
+                        dr[i] += BinT[q, i] * uq
+            for i in range(N):
+                v = x[i] + rate * (dr[i] + b[i] - x[i])
+                for a in range(len(MT)):
+                    v += MT[a][i] * noise[a]
+                x[i] = v
+            if sigma_p > 0.0:
+                i = 0
+                while i < N:
+                    g1, g2 = normal_pair(states, tr)
+                    x[i] += sigma_p * sqdt * g1
+                    if i + 1 < N:
+                        x[i + 1] += sigma_p * sqdt * g2
+                    i += 2
     return blowup
