@@ -8,7 +8,7 @@ Lorenz (σ_L = 10, ρ = 28, β = 8/3, noise σ = 2), fitted with 512 neurons for
     with hysteresis, at least MIN_FLOW_SWITCHES times, and still in the second half) and its
     largest Lyapunov exponent is > 0.5;
 (b) the largest Lyapunov exponent (ddm_numba.analysis.dynamics.largest_lyapunov, Benettin, from
-    16 independent points: the last states of different noisy trials) against the target's
+    8 independent points: the last states of different noisy trials) against the target's
     (≈ 0.906, from 64 such points), within 5%;
 (c) noisy sampling (same seeds, so the same noise, the system's dt): per-coordinate stds within
     3%, and lobe switches per unit time (x crossing from < −2 to > 2 or back) within 15%.
@@ -52,7 +52,7 @@ def settings(quick):
                     lyap_points=8, lyap_time=25.0, lyap_points_target=32,
                     lyap_time_target=50.0, lyap_transient=5.0)
     return dict(seeds=10, neurons=512, trials=32, time=50.0, flow_time=100.0,
-                lyap_points=16, lyap_time=50.0, lyap_points_target=64, lyap_time_target=100.0,
+                lyap_points=8, lyap_time=50.0, lyap_points_target=64, lyap_time_target=100.0,
                 lyap_transient=5.0)
 
 

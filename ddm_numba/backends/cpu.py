@@ -36,6 +36,23 @@ def hidden_activity(z, k, MT, c, out):
 
 
 
+@kernel(inline="always", fastmath=_FAST)
+def phi_sweep(src, dst):
+    """dst[i] = φ(src[i]) for all i (src may be dst). The two halves go through the same loop
+    iteration: two independent chains of φ's ~30 dependent operations are in flight at once,
+    which the out-of-order core overlaps (one tanh 1.7 → 1.45 ns here; LLVM's vectorizer will not
+    interleave a loop body this long by itself)."""
+    n = src.shape[0]
+    h = n // 2
+    for i in range(h):
+        a = src[i]
+        b = src[i + h]
+        dst[i] = phi(a)
+        dst[i + h] = phi(b)
+    if n % 2 == 1:
+        dst[n - 1] = phi(src[n - 1])
+
+
 def rows(X):
     """A 2-D array as a tuple of C-contiguous rows. Kernels take the d-row matrices Mᵀ and A this
     way: the length of a tuple is part of its numba type, so d becomes a compile-time constant,
@@ -90,7 +107,8 @@ def _lowrank_drift_loss_grad(z, u, f, lam, A, bz, Bz, MT, c, tau):
                 h = c[i]
                 for j in range(len(MT)):
                     h += MT[j][i] * zk[j]
-                ph[i] = phi(h)
+                ph[i] = h
+            phi_sweep(ph, ph)
             # residual: d dot products A_a · φ
             for a in range(len(A)):
                 row = A[a]
@@ -357,8 +375,7 @@ def _simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, 
                     break
             if step == n_steps:
                 break
-            for i in range(N):
-                ph[i] = phi(x[i])
+            phi_sweep(x, ph)
             # the drive b + B_in u + W φ goes through an array only when it is not just b
             use_drive = full
             if full:
@@ -489,8 +506,7 @@ def _simulate_full(x0, states, MT, c, WT, b, BinT, U, S0, R, has_R, sigma_p, P, 
             x = X[tr]
             row = Phi[tr]
             if alive[tr]:
-                for i in range(N):
-                    row[i] = phi(x[i])
+                phi_sweep(x, row)
             else:
                 for i in range(N):
                     row[i] = 0.0
