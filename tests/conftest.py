@@ -1,3 +1,6 @@
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -19,3 +22,19 @@ def mw_model():
 def rel_err(a, b):
     a, b = np.asarray(a, float), np.asarray(b, float)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.fixture(scope="session")
+def load_example():
+    """load_example(name) imports examples/<name>.py as a module (the examples are scripts, not a
+    package), so a test can call its run(out_dir, quick=True)."""
+    def load(name):
+        spec = importlib.util.spec_from_file_location(f"example_{name}",
+                                                      EXAMPLES / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load

@@ -13,23 +13,11 @@ quick run fits fewer neurons and averages over far less time:
 - stds over ~400 time units of chaotic trajectory (~2 units correlation time) scatter ~2-3%;
   8% leaves room.
 """
-import importlib.util
 import json
-import os
-
-EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "examples")
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_example_{name}",
-                                                  os.path.join(EXAMPLES, f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_chaos_quick(tmp_path):
-    m = _load("chaos").run(str(tmp_path), quick=True)
+def test_chaos_quick(tmp_path, load_example):
+    m = load_example("chaos").run(str(tmp_path), quick=True)
     assert (tmp_path / "chaos.png").stat().st_size > 0
     with open(tmp_path / "chaos.json") as fh:
         assert json.load(fh)["seeds"] == 2

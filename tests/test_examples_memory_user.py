@@ -6,26 +6,15 @@ neurons with fewer iterations and sample far fewer trials; they stay meaningful 
 and target are driven by the same noise, so their difference measures the fit, not sampling
 error.
 """
-import importlib.util
 import os
 import shutil
 import sys
 
 import pytest
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "examples")
 
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"_example_{name}",
-                                                  os.path.join(EXAMPLES, f"{name}.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_associative_memory_quick(tmp_path):
-    m = _load("associative_memory").run(str(tmp_path), quick=True)
+def test_associative_memory_quick(tmp_path, load_example):
+    m = load_example("associative_memory").run(str(tmp_path), quick=True)
     assert m["cue"]["cues_total"] >= 200
     assert m["e_f"] < 5e-3                      # quick fit: ~4e-4 measured
     # a 1.5-amplitude pulse merges the wells, so the target lands in the cued memory nearly
@@ -43,13 +32,13 @@ def test_associative_memory_quick(tmp_path):
     assert (tmp_path / "associative_memory.json").exists()
 
 
-def test_user_system_cli_quick(tmp_path, monkeypatch):
+def test_user_system_cli_quick(tmp_path, monkeypatch, load_example):
     # the example calls the `ddm` console script; make the venv's one findable
     bindir = os.path.dirname(sys.executable)
     monkeypatch.setenv("PATH", bindir + os.pathsep + os.environ.get("PATH", ""))
     if shutil.which("ddm") is None:
         pytest.skip("no `ddm` console script installed")
-    m = _load("my_system").run(str(tmp_path), quick=True)
+    m = load_example("my_system").run(str(tmp_path), quick=True)
     fit_cmd, sample_cmd = m["commands"][0], m["commands"][1]
     assert fit_cmd["command"].startswith("ddm fit ") and fit_cmd["rc"] == 0
     assert "--plot" in sample_cmd["command"] and sample_cmd["rc"] == 0

@@ -3,33 +3,22 @@ and shorter trials, a coarser 2-D grid), with the figures of merit they print.
 
 Each example runs once per module (fixtures); about 30 s together on 2 cores.
 """
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.fixture(scope="module")
-def noneq(tmp_path_factory):
+def noneq(tmp_path_factory, load_example):
     out = tmp_path_factory.mktemp("nonequilibrium")
-    return out, _load("nonequilibrium").run(out, quick=True)
+    return out, load_example("nonequilibrium").run(out, quick=True)
 
 
 @pytest.fixture(scope="module")
-def mult(tmp_path_factory):
+def mult(tmp_path_factory, load_example):
     out = tmp_path_factory.mktemp("multiplicative")
-    return out, _load("multiplicative_noise").run(out, quick=True)
+    return out, load_example("multiplicative_noise").run(out, quick=True)
 
 
 def test_nonequilibrium_files(noneq):

@@ -4,26 +4,14 @@ Tolerances are wider than the full run's (0.05 / 15 % / 10 %) because the quick 
 third as many hops and a coarser grid; they are still tight enough to catch a network that lost
 the counter-clockwise current (forward fraction would fall towards 1/2) or its wells.
 """
-import importlib.util
 import json
 import math
-import os
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPT = os.path.join(HERE, os.pardir, "examples", "sequential_memory.py")
 
-
-def _load():
-    spec = importlib.util.spec_from_file_location("sequential_memory_example", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_sequential_memory_quick(tmp_path):
-    res = _load().run(str(tmp_path), quick=True)
+def test_sequential_memory_quick(tmp_path, load_example):
+    res = load_example("sequential_memory").run(str(tmp_path), quick=True)
     assert (tmp_path / "sequential_memory.png").stat().st_size > 10000
     with open(tmp_path / "sequential_memory.json") as fh:
         assert json.load(fh)["system"] == "ring_wells"

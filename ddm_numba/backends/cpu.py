@@ -16,7 +16,7 @@ from .._jit import kernel, phi
 from ..rng import normal_pair
 
 BLOCK = 256
-FULL_SLAB = 32  # trials per BLAS product in full-connectivity sampling (_simulate_full)
+FULL_SLAB = 32  # fewest trials per BLAS product in full-connectivity sampling (_simulate_full)
 # Reassociation lets LLVM vectorize dot products; no nnan/ninf, so non-finite values still show.
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
@@ -454,11 +454,11 @@ def _simulate_full(x0, states, MT, c, WT, b, BinT, U, S0, R, has_R, sigma_p, P, 
     ``_simulate_network`` with full = True, but all trials advance together.
 
     A full step costs the product W φ(x), N² per trial. Done trial by trial it is a
-    matrix–vector product that reads all of W from memory for every trial and step; for the whole
-    batch of trials it is one matrix–matrix product Φ Wᵀ (trials × N by N × N) through BLAS, which
-    reads W once a step and runs near the machine's peak. The rest of a step (φ, the noise, the
-    update) is O(N) per trial and runs in prange over trials, each drawing from its own stream in
-    the same order as the per-trial kernel, so the paths agree with it to rounding.
+    matrix–vector product that reads all of W from memory for every trial and step; for a slab of
+    trials it is one matrix–matrix product Φ Wᵀ (trials × N by N × N) through BLAS, which reads W
+    once per slab and step and runs near the machine's dgemm peak. The rest of a step (φ, the
+    noise, the update) is O(N) per trial and runs in prange over trials, each drawing from its own
+    stream in the same order as the per-trial kernel, so the paths agree with it to rounding.
     A trial that stops being finite is stopped: its row of Φ is zeroed and it is no longer recorded.
     """
     n_trials, N = x0.shape
@@ -471,10 +471,11 @@ def _simulate_full(x0, states, MT, c, WT, b, BinT, U, S0, R, has_R, sigma_p, P, 
     Phi = np.empty((n_trials, N))
     Drive = np.empty((n_trials, N))
     alive = np.ones(n_trials, dtype=np.bool_)
-    # Slabs of a fixed number of trials, not one per thread: a BLAS product's rounding can depend
-    # on how many rows it gets, and paths must not depend on the thread count. 32 rows a product
-    # keeps it compute-bound (W is read once per 32 trials and step).
-    slab = FULL_SLAB
+    # Slabs sized by the number of trials, never by the thread count: a BLAS product's rounding
+    # can depend on how many rows it gets, and paths must not depend on the thread count. Between
+    # FULL_SLAB and 4·FULL_SLAB rows (one-core dgemm here: 34 GFLOP/s at 32 rows, 39.5 at 128),
+    # and about 8 slabs when there are enough trials, so that up to 8 threads share the work.
+    slab = min(4 * FULL_SLAB, max(FULL_SLAB, n_trials // 8))
     n_slabs = (n_trials + slab - 1) // slab
     for tr in range(n_trials):
         blowup[tr] = -1
