@@ -473,9 +473,9 @@ def _simulate_full(x0, states, MT, c, WT, b, BinT, U, S0, R, has_R, sigma_p, P, 
     alive = np.ones(n_trials, dtype=np.bool_)
     # Slabs sized by the number of trials, never by the thread count: a BLAS product's rounding
     # can depend on how many rows it gets, and paths must not depend on the thread count. Between
-    # FULL_SLAB and 4·FULL_SLAB rows (one-core dgemm here: 34 GFLOP/s at 32 rows, 39.5 at 128),
-    # and about 8 slabs when there are enough trials, so that up to 8 threads share the work.
-    slab = min(4 * FULL_SLAB, max(FULL_SLAB, n_trials // 8))
+    # FULL_SLAB and 4·FULL_SLAB rows (one-core dgemm here: 34 GFLOP/s at 32 rows, 36 at 64, 39.5
+    # at 128), and about 4 slabs when there are enough trials, so that threads share the work.
+    slab = min(4 * FULL_SLAB, max(FULL_SLAB, n_trials // 4))
     n_slabs = (n_trials + slab - 1) // slab
     for tr in range(n_trials):
         blowup[tr] = -1
