@@ -307,6 +307,59 @@ def diffusion_loss_grad(z, Dt, S0, R, MT, c, D_private):
     return loss / K, gS0, gR
 
 
+@kernel(inline="always", fastmath=_FAST)
+def _record(x, c, P, out):
+    """out[a] = (P (x − c))_a for the d rows of P (a tuple); False if one is not finite."""
+    finite = True
+    for a in range(len(P)):
+        row = P[a]
+        s = 0.0
+        for i in range(x.shape[0]):
+            s += row[i] * (x[i] - c[i])
+        out[a] = s
+        # not np.isfinite: under these fast-math flags LLVM folds it to True (measured); an
+        # ordered comparison is False for NaN and ±inf
+        if not abs(s) < np.inf:
+            finite = False
+    return finite
+
+
+@kernel(inline="always", fastmath=_FAST)
+def _latent_noise(states, tr, S0, R, has_R, ph, xi, out):
+    """out = S(x) ξ, S(x) = S0 + Σ_j R[:, :, j] φ_j(x), with the m normals ξ drawn in pairs from
+    trial tr's stream (into xi)."""
+    m = S0.shape[1]
+    j = 0
+    while j < m:
+        g1, g2 = normal_pair(states, tr)
+        xi[j] = g1
+        if j + 1 < m:
+            xi[j + 1] = g2
+        j += 2
+    for a in range(S0.shape[0]):
+        s = 0.0
+        for q in range(m):
+            sq = S0[a, q]
+            if has_R:
+                for i in range(ph.shape[0]):
+                    sq += R[a, q, i] * ph[i]
+            s += sq * xi[q]
+        out[a] = s
+
+
+@kernel(inline="always", fastmath=_FAST)
+def _private_noise(states, tr, x, scale):
+    """x += scale · η, with the N normals η drawn in pairs from trial tr's stream."""
+    N = x.shape[0]
+    i = 0
+    while i < N:
+        g1, g2 = normal_pair(states, tr)
+        x[i] += scale * g1
+        if i + 1 < N:
+            x[i + 1] += scale * g2
+        i += 2
+
+
 def simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, sigma_p, P,
                      dt, tau, n_steps, every, z_out, x_out, save_x, blowup):
     """Euler–Maruyama for the network (see ``_simulate_network``); Mᵀ, A (d, N) as 2-D arrays.
@@ -351,22 +404,12 @@ def _simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, 
         drive = np.empty(N)
         latent = np.zeros(d)
         xi = np.empty(m)
-        S = np.empty((d, m))
+        noise = np.empty(d)
         blowup[tr] = -1
         for step in range(n_steps + 1):
             if step % every == 0:
                 rec = step // every
-                finite = True
-                for a in range(len(P)):
-                    row = P[a]
-                    s = 0.0
-                    for i in range(N):
-                        s += row[i] * (x[i] - c[i])
-                    z_out[tr, rec, a] = s
-                    # not np.isfinite: under these fast-math flags LLVM folds it to True
-                    # (measured); an ordered comparison is False for NaN and ±inf
-                    if not abs(s) < np.inf:
-                        finite = False
+                finite = _record(x, c, P, z_out[tr, rec])
                 if save_x:
                     for i in range(N):
                         x_out[tr, rec, i] = x[i]
@@ -402,25 +445,9 @@ def _simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, 
                         s += row[i] * ph[i]
                     latent[a] = s * rate
             # latent noise M S(x) ξ √dt, added to the latent part ℓ = (dt/τ) A φ (low-rank) or 0
-            j = 0
-            while j < m:
-                g1, g2 = normal_pair(states, tr)
-                xi[j] = g1
-                if j + 1 < m:
-                    xi[j + 1] = g2
-                j += 2
+            _latent_noise(states, tr, S0, R, has_R, ph, xi, noise)
             for a in range(d):
-                for q in range(m):
-                    s = S0[a, q]
-                    if has_R:
-                        for i in range(N):
-                            s += R[a, q, i] * ph[i]
-                    S[a, q] = s
-            for a in range(d):
-                s = 0.0
-                for q in range(m):
-                    s += S[a, q] * xi[q]
-                latent[a] += s * sqdt
+                latent[a] += noise[a] * sqdt
             # update: x += dt/τ (−x + drive) + M ℓ, one sweep
             if use_drive:
                 for i in range(N):
@@ -435,13 +462,7 @@ def _simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, 
                         v += MT[a][i] * latent[a]
                     x[i] = v
             if sigma_p > 0.0:
-                i = 0
-                while i < N:
-                    g1, g2 = normal_pair(states, tr)
-                    x[i] += sigma_p * sqdt * g1
-                    if i + 1 < N:
-                        x[i + 1] += sigma_p * sqdt * g2
-                    i += 2
+                _private_noise(states, tr, x, sigma_p * sqdt)
             for a in range(d):
                 latent[a] = 0.0
     return blowup
@@ -486,15 +507,7 @@ def _simulate_full(x0, states, MT, c, WT, b, BinT, U, S0, R, has_R, sigma_p, P, 
                 if not alive[tr]:
                     continue
                 x = X[tr]
-                finite = True
-                for a in range(len(P)):
-                    row = P[a]
-                    s = 0.0
-                    for i in range(N):
-                        s += row[i] * (x[i] - c[i])
-                    z_out[tr, rec, a] = s
-                    if not abs(s) < np.inf:  # see _simulate_network
-                        finite = False
+                finite = _record(x, c, P, z_out[tr, rec])
                 if save_x:
                     for i in range(N):
                         x_out[tr, rec, i] = x[i]
@@ -524,23 +537,8 @@ def _simulate_full(x0, states, MT, c, WT, b, BinT, U, S0, R, has_R, sigma_p, P, 
             dr = Drive[tr]
             ph = Phi[tr]
             xi = np.empty(m)
-            noise = np.zeros(d)
-            j = 0
-            while j < m:
-                g1, g2 = normal_pair(states, tr)
-                xi[j] = g1
-                if j + 1 < m:
-                    xi[j + 1] = g2
-                j += 2
-            for a in range(d):
-                s = 0.0
-                for q in range(m):
-                    sq = S0[a, q]
-                    if has_R:
-                        for i in range(N):
-                            sq += R[a, q, i] * ph[i]
-                    s += sq * xi[q]
-                noise[a] = s * sqdt
+            noise = np.empty(d)
+            _latent_noise(states, tr, S0, R, has_R, ph, xi, noise)
             for q in range(p):
                 uq = U[step, q]
                 if uq != 0.0:
@@ -549,14 +547,8 @@ def _simulate_full(x0, states, MT, c, WT, b, BinT, U, S0, R, has_R, sigma_p, P, 
             for i in range(N):
                 v = x[i] + rate * (dr[i] + b[i] - x[i])
                 for a in range(len(MT)):
-                    v += MT[a][i] * noise[a]
+                    v += MT[a][i] * (noise[a] * sqdt)
                 x[i] = v
             if sigma_p > 0.0:
-                i = 0
-                while i < N:
-                    g1, g2 = normal_pair(states, tr)
-                    x[i] += sigma_p * sqdt * g1
-                    if i + 1 < N:
-                        x[i + 1] += sigma_p * sqdt * g2
-                    i += 2
+                _private_noise(states, tr, x, sigma_p * sqdt)
     return blowup
