@@ -84,7 +84,8 @@ def test_batched_full_kernel_equals_the_per_trial_kernel():
     scale = np.max(np.abs(x_ref[ok]))
     assert np.max(np.abs(x_new[ok] - x_ref[ok])) < 1e-12 * scale
     assert np.max(np.abs(z_new[ok] - z_ref[ok])) < 1e-12 * scale
-    assert np.array_equal(x_new, x_one, equal_nan=True) and np.array_equal(z_new, z_one, equal_nan=True)
+    assert np.array_equal(x_new, x_one, equal_nan=True)
+    assert np.array_equal(z_new, z_one, equal_nan=True)
 
 
 def test_recorded_latent_is_readout_of_neurons(dw_model):
