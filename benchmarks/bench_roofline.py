@@ -139,7 +139,7 @@ def main():
 
     # full mode: one evaluation of the Gram-form loss
     net = Network(1.0, M, c, c, np.zeros((d, d)), np.zeros((d, d, N)), W=np.zeros((N, N)))
-    gram = FullGram(data, M, c, net.P, net.Q, 1.0, 1e-8)
+    gram = FullGram(data, M, c, net.P, 1.0, 1e-8)
     theta = gram.packer.pack({"W": rng.standard_normal((N, N)) / N, "b": c,
                               "B_in": np.zeros((N, 0))})
     t_full = median_time(lambda: gram.loss_grad(theta), args.repeats)

@@ -138,7 +138,7 @@ def run_full(prob, frameworks, args):
     net = Network(data.tau, M, c, prob["b"], np.eye(d), np.zeros((d, d, N)), W=prob["W"])
     extra = {}
     t0 = time.perf_counter()
-    gram = FullGram(data, M, c, net.P, net.Q, lam_perp, reg)
+    gram = FullGram(data, M, c, net.P, lam_perp, reg)
     extra["gram_pass_ms"] = 1e3 * (time.perf_counter() - t0)
     flat = gram.packer.pack({"W": prob["W"], "b": prob["b"], "B_in": np.zeros((N, 0))})
 

@@ -131,11 +131,11 @@ class FullGram:
     which halves the cost against forming Q X and Q Θ densely.
     """
 
-    def __init__(self, data, M, c, P, Q, lam_perp, reg_W):
+    def __init__(self, data, M, c, P, lam_perp, reg_W):
         self.N, self.d = M.shape
         self.p = data.p
         self.tau, self.lam, self.lam_perp, self.reg_W = data.tau, data.lam, lam_perp, reg_W
-        self.P, self.Q = P, Q
+        self.P = P  # P = (MᵀM)⁻¹Mᵀ; Q = I − M P is applied through _Q, never stored
         y = data.z + P @ c + data.tau * data.f
         self.G, self.C, self.mean = cpu.gram_statistics(
             data.z, data.u, np.ascontiguousarray(y), np.ascontiguousarray(M.T),
@@ -372,7 +372,7 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
     # 4. full connectivity: quadratic in (W, b, B_in) with the embedding fixed
     if mode == "full":
         lam_perp = perp_weight * float(np.mean(lam))
-        gram = FullGram(data, M, c, net.P, net.Q, lam_perp, reg_joint)
+        gram = FullGram(data, M, c, net.P, lam_perp, reg_joint)
         W0 = M @ A
         bounds = None
         if dale is not None:

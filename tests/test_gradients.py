@@ -86,7 +86,7 @@ def test_full_gram_equals_per_sample_kernel(problem):
     rng, data, M, c, net, W, b, B_in = _full_setup(problem)
     lam_perp = 0.3
     loss_s, gWT, gb, gBT = full_loss_grad_samples(data, W, b, B_in, M, c, net.P, net.Q, lam_perp)
-    gram = FullGram(data, M, c, net.P, net.Q, lam_perp, reg_W=0.0)
+    gram = FullGram(data, M, c, net.P, lam_perp, reg_W=0.0)
     loss_g, grad = gram.loss_grad(gram.packer.pack({"W": W, "b": b, "B_in": B_in}))
     g = gram.packer.unpack(grad)
     assert abs(loss_g - loss_s) < 1e-10 * loss_s
@@ -103,7 +103,7 @@ def test_full_gram_equals_per_sample_kernel(problem):
 
 def test_full_gradient_finite_differences(problem):
     rng, data, M, c, net, W, b, B_in = _full_setup(problem)
-    gram = FullGram(data, M, c, net.P, net.Q, lam_perp=0.3, reg_W=0.01)
+    gram = FullGram(data, M, c, net.P, lam_perp=0.3, reg_W=0.01)
     x = gram.packer.pack({"W": W, "b": b, "B_in": B_in})
     check_blocks(gram.loss_grad, gram.packer, x)
 
