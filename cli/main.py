@@ -1,8 +1,11 @@
 """``ddm``: fit and sample rate networks that embed a target SDE. A thin layer over ddm_numba."""
 import json
+import math
 import os
+import signal
 import sys
 import time
+import warnings
 
 import click
 
@@ -16,12 +19,87 @@ def _fail(exc):
     sys.exit(1)
 
 
-def _check_out(path, what, suffix):
+class Finite(click.FloatRange):
+    """A float option that must be finite (click's FloatRange lets nan and inf through)."""
+
+    def convert(self, value, param, ctx):
+        out = super().convert(value, param, ctx)
+        if not math.isfinite(out):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return out
+
+
+SEED = click.IntRange(0, 2**63 - 1)
+
+
+def _check_out(path, what, suffix, inputs=(), option="--out"):
+    """Before any work: the output ends right, is not a folder, can be written, and is none of
+    the command's inputs (no command overwrites what it reads)."""
     if not path.endswith(suffix):
-        raise click.BadParameter(f"{what} file must end in {suffix}, got {path!r}")
+        raise click.BadParameter(f"{what} file must end in {suffix}, got {path!r}",
+                                 param_hint=option)
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise click.BadParameter(f"folder {folder!r} does not exist")
+        raise click.BadParameter(f"folder {folder!r} does not exist", param_hint=option)
+    if os.path.isdir(path):
+        raise click.BadParameter(f"{path!r} is a folder, not a file", param_hint=option)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"folder {folder!r} is not writable", param_hint=option)
+    if os.path.exists(path) and not os.access(path, os.W_OK) and not os.access(folder, os.W_OK):
+        raise click.BadParameter(f"{path!r} cannot be replaced", param_hint=option)
+    for name, source in inputs:
+        if source and os.path.exists(source) and os.path.exists(path) and \
+                os.path.samefile(source, path):
+            raise click.BadParameter(f"{path!r} is the {name} this command reads; write to "
+                                     "another file (no command overwrites its own input)",
+                                     param_hint=option)
+
+
+def _interrupted(exc):
+    """One line for Ctrl-C/SIGTERM, and the exit code shells expect (130, 143)."""
+    line = f"{exc}"
+    if exc.partial:
+        line += f"; best state so far saved in {exc.partial} (continue with --resume)"
+    else:
+        line += "; nothing written, earlier outputs untouched"
+    click.echo(line, err=True)
+    sys.exit(exc.exit_code)
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    """Warnings as one line on stderr, not Python's two-line source echo."""
+    click.echo(f"Warning: {message}", err=True)
+
+
+class _Command(click.Command):
+    """Every command runs with Ctrl-C and SIGTERM trapped (interrupt.trap): long work stops at
+    its next safe point, and whatever escapes becomes one line and an exit code."""
+
+    def invoke(self, ctx):
+        from ddm_numba import interrupt
+        warnings.showwarning = _warning_line
+        try:
+            with interrupt.trap((signal.SIGINT, signal.SIGTERM)):
+                return super().invoke(ctx)
+        except interrupt.Interrupted as exc:
+            _interrupted(exc)
+        except KeyboardInterrupt:
+            _interrupted(interrupt.Interrupted(signal.SIGINT))
+        except SystemError as exc:
+            # a signal that numba's dispatcher met half-way ("returned a result with an
+            # exception set"): still an interrupt, not a crash
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, KeyboardInterrupt):
+                _interrupted(cause if isinstance(cause, interrupt.Interrupted)
+                             else interrupt.Interrupted(signal.SIGINT))
+            raise
+        except (DDMError, OSError) as exc:
+            _fail(exc)
+        except MemoryError:
+            _fail("out of memory; use fewer neurons, trials or a shorter run")
+
+
+CONTEXT["max_content_width"] = 100
 
 
 @click.group(context_settings=CONTEXT)
@@ -36,7 +114,7 @@ def main():
     """
 
 
-@main.command(context_settings=CONTEXT)
+@main.command(cls=_Command, context_settings=CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def systems(as_json):
     """List the built-in target systems, their dimensions and parameters."""
@@ -61,11 +139,11 @@ def _params(values):
         raise click.BadParameter(str(exc), param_hint="--param") from None
 
 
-@main.command(context_settings=CONTEXT)
+@main.command(cls=_Command, context_settings=CONTEXT)
 @click.argument("system", required=False)
 @click.option("--data", default=None, metavar="TRAJ.npz",
               help="Fit to observed trajectories (keys t, z (trials, T, d)) instead of a SYSTEM.")
-@click.option("--substeps", default=0, type=click.IntRange(0),
+@click.option("--substeps", default=0, type=click.IntRange(0, 64),
               help="With --data: adjoint refinement with this many RK4 steps per sampling "
                    "interval (for coarse sampling; 0: increment matching only).")
 @click.option("--holdout", default=0.2, type=click.FloatRange(0, 1, min_open=True, max_open=True),
@@ -81,33 +159,48 @@ def _params(values):
               help="Override a system parameter (repeatable), e.g. --param sigma=0.5.")
 @click.option("--mode", type=click.Choice(["lowrank", "full"]), default="lowrank",
               help="Low-rank W = M A, or full connectivity W (DESIGN.md §3).")
-@click.option("--seed", default=0, type=click.IntRange(0), help="Random seed.")
-@click.option("--tau", default=1.0, type=click.FloatRange(min=0, min_open=True),
+@click.option("--seed", default=0, type=SEED, help="Random seed.")
+@click.option("--tau", default=1.0, type=Finite(min=0, min_open=True),
               help="Neuronal time constant τ.")
 @click.option("--samples", default=0, type=click.IntRange(0),
-              help="Training samples K (0: 6000·d, at most 32768).")
+              help="Training samples K (0: 6000·d up to 32768, at least 4 per decoder "
+                   "unknown N + 1 + p, at most 65536).")
 @click.option("--max-iter", default=300, type=click.IntRange(0), help="L-BFGS-B iterations.")
-@click.option("--reg", default=None, type=click.FloatRange(min=0),
+@click.option("--reg", default=None, type=Finite(min=0),
               help="Ridge penalty on decoders, relative to the drift's scale [default: 1e-10; "
                    "with --data: chosen on held-out trials].")
 @click.option("--fixed-embedding", is_flag=True,
               help="Keep the random embedding M, c: decoders by ridge regression only.")
 @click.option("--dale", type=click.FloatRange(0, 1), default=None,
               metavar="FRACTION_EXCITATORY", help="Full mode: Dale's law with this E fraction.")
-@click.option("--sigma-private", default=0.0, type=click.FloatRange(min=0),
+@click.option("--sigma-private", default=0.0, type=Finite(min=0),
               help="Private noise σ_p on every neuron.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               help="Where the low-rank loss+gradient runs (auto: CUDA when a GPU is usable).")
+@click.option("--checkpoint", default=None, metavar="CKPT.npz",
+              help="Keep the best parameters so far in this file while optimizing (every 30 s "
+                   "and on Ctrl-C), to continue later with --resume.")
+@click.option("--resume", default=None, metavar="CKPT.npz",
+              help="Continue a fit from a --checkpoint file (same system and settings).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def fit(system, data, substeps, holdout, state_noise, truth, neurons, out, params, mode, seed,
-        tau, samples, max_iter, reg, fixed_embedding, dale, sigma_private, device, quiet):
+        tau, samples, max_iter, reg, fixed_embedding, dale, sigma_private, device, checkpoint,
+        resume, quiet):
     """Train a network of N neurons whose latent drift and diffusion match SYSTEM, or (--data)
     observed trajectories of an unknown system.
 
     SYSTEM is a built-in name (see `ddm systems`), path/to/file.py:NAME or package.module:NAME.
     """
     from ddm_numba import fit as fit_network, get_system
-    _check_out(out, "model", ".npz")
+    _check_out(out, "model", ".npz", [("data file", data), ("checkpoint", resume)])
+    if checkpoint is not None:
+        _check_out(checkpoint, "checkpoint", ".npz", [("data file", data)],
+                   option="--checkpoint")
+        if os.path.abspath(checkpoint) == os.path.abspath(out):
+            raise click.BadParameter("the checkpoint must be another file than --out",
+                                     param_hint="--checkpoint")
+    if (checkpoint or resume) and data is not None:
+        raise click.UsageError("--checkpoint and --resume are for fits to a SYSTEM")
     if (system is None) == (data is None):
         raise click.UsageError("give either SYSTEM or --data TRAJ.npz (not both)")
     if dale is not None and mode != "full":
@@ -121,38 +214,42 @@ def fit(system, data, substeps, holdout, state_noise, truth, neurons, out, param
         raise click.UsageError("with --data only low-rank networks are fitted; --mode, --param, "
                                "--samples, --fixed-embedding and --sigma-private do not apply")
     progress = None if quiet else sys.stderr
-    try:
-        if data is not None:
-            from ddm_numba.learn import fit_data
-            net = fit_data(data, neurons, seed=seed, tau=tau, holdout=holdout, reg=reg,
-                           substeps=substeps, refine_iter=max_iter, state_noise=state_noise,
-                           truth=truth, progress=progress)
-        else:
-            target = get_system(system, **_params(params))
-            net = fit_network(target, neurons, mode=mode, seed=seed, tau=tau,
-                              samples=samples or None, max_iter=max_iter,
-                              reg=1e-10 if reg is None else reg, fixed_embedding=fixed_embedding,
-                              dale=dale, sigma_private=sigma_private, progress=progress,
-                              device=device)
-            if not quiet:
-                click.echo(f"device: {net.meta['training']['device_reason']}", err=True)
-        net.save(out)
-    except (DDMError, OSError) as exc:
-        _fail(exc)
+    from ddm_numba._jit import compile_notices
+    compile_notices(progress)
+    if data is not None:
+        from ddm_numba.learn import fit_data
+        net = fit_data(data, neurons, seed=seed, tau=tau, holdout=holdout, reg=reg,
+                       substeps=substeps, refine_iter=max_iter, state_noise=state_noise,
+                       truth=truth, progress=progress)
+    else:
+        target = get_system(system, **_params(params))
+        net = fit_network(target, neurons, mode=mode, seed=seed, tau=tau,
+                          samples=samples or None, max_iter=max_iter,
+                          reg=1e-10 if reg is None else reg, fixed_embedding=fixed_embedding,
+                          dale=dale, sigma_private=sigma_private, progress=progress,
+                          device=device, checkpoint=checkpoint, resume=resume)
+        if not quiet:
+            click.echo(f"device: {net.meta['training']['device_reason']}", err=True)
+    net.save(out)
     figs = net.meta["fit"]
     click.echo(f"wrote {out}: {net.mode} network, N={net.N}, d={net.d}; held-out "
                + ", ".join(f"{k} = {v:.3g}" for k, v in figs.items()) +
                f"; {net.meta['training']['seconds']:.1f}s")
 
 
-@main.command(context_settings=CONTEXT)
+SYSTEM_HELP = ("The target, when MODEL was fitted to your own system: path/to/file.py:NAME or "
+               "package.module:NAME. Files never load code by themselves, so a model of a user "
+               "system needs it named here; built-in targets resolve by name.")
+
+
+@main.command(cls=_Command, context_settings=CONTEXT)
 @click.argument("model")
 @click.option("--out", "-o", required=True, help="Trajectory file to write (.npz).")
 @click.option("--trials", default=100, type=click.IntRange(1), help="Independent trials.")
-@click.option("--time", "duration", default=100.0, type=click.FloatRange(min=0, min_open=True),
+@click.option("--time", "duration", default=100.0, type=Finite(min=0, min_open=True),
               help="Simulated time per trial.")
-@click.option("--seed", default=0, type=click.IntRange(0), help="Random seed.")
-@click.option("--dt", default=0.0, type=click.FloatRange(min=0),
+@click.option("--seed", default=0, type=SEED, help="Random seed.")
+@click.option("--dt", default=0.0, type=Finite(min=0),
               help="Euler–Maruyama step (0: the system's suggested step).")
 @click.option("--record-every", default=0, type=click.IntRange(0),
               help="Record every k steps (0: about every 0.05 time units).")
@@ -160,74 +257,96 @@ def fit(system, data, substeps, holdout, state_noise, truth, neurons, out, param
               help="Constant input u on [T0, T1) (repeatable).")
 @click.option("--save-neurons", is_flag=True, help="Also record the neurons' states x.")
 @click.option("--target", is_flag=True, help="Sample the model's target SDE instead.")
+@click.option("--system", "system_spec", default=None, metavar="FILE.py:NAME", help=SYSTEM_HELP)
 @click.option("--plot", default=None, help="Write a PNG: traces and stationary histograms, "
               "network beside target.")
-@click.option("--burn-in", default=-1.0, type=float,
+@click.option("--burn-in", default=-1.0, type=Finite(),
               help="Time discarded before the stationary histogram (<0: 10% of --time).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               help="Where the network runs (auto: CUDA when a GPU is usable, else CPU).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
               help="Precision of the network's state (float32 on CUDA only).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def sample(model, out, trials, duration, seed, dt, record_every, inputs, save_neurons, target,
-           plot, burn_in, device, dtype):
-    """Simulate MODEL's network (or, with --target, its target SDE) with Euler–Maruyama."""
+           system_spec, plot, burn_in, device, dtype, quiet):
+    """Simulate MODEL's network (or, with --target, its target SDE) with Euler–Maruyama.
+
+    Progress goes to stderr on long runs; Ctrl-C stops within a fraction of a second and writes
+    nothing. Outputs are written only when everything, the plot included, has been computed.
+    """
     from ddm_numba import load_model
+    from ddm_numba._jit import compile_notices
+    from ddm_numba.network import atomic_write
+    from ddm_numba.resources import human
     from ddm_numba.simulate import sample_network, sample_target, target_of, parse_input
-    _check_out(out, "trajectory", ".npz")
+    _check_out(out, "trajectory", ".npz", [("model", model)])
     if plot:
-        _check_out(plot, "plot", ".png")
+        _check_out(plot, "plot", ".png", [("model", model)], option="--plot")
     if target and save_neurons:
         raise click.BadParameter("the target SDE has no neurons", param_hint="--save-neurons")
+    if plot and burn_in >= duration:
+        raise click.BadParameter(f"the burn-in {burn_in:g} leaves nothing of --time "
+                                 f"{duration:g} for the histograms", param_hint="--burn-in")
+    progress = None if quiet else sys.stderr
+    compile_notices(progress)
+    net = load_model(model)
     try:
-        net = load_model(model)
-        try:
-            schedule = [parse_input(text, net.p) for text in inputs]
-        except DDMError as exc:
-            raise click.BadParameter(str(exc), param_hint="--input") from None
-        system = target_of(net) if (target or plot) else None
-        kw = dict(trials=trials, time=duration, seed=seed, dt=dt or None,
-                  record_every=record_every or None, inputs=schedule)
-        t0 = time.perf_counter()
-        if target:
-            traj = sample_target(system, **kw)
-        else:
-            traj = sample_network(net, save_neurons=save_neurons, device=device, dtype=dtype,
-                                  **kw)
+        schedule = [parse_input(text, net.p) for text in inputs]
+    except DDMError as exc:
+        raise click.BadParameter(str(exc), param_hint="--input") from None
+    system = target_of(net, system_spec) if (target or plot or system_spec) else None
+    step = dt or (system.dt if target else net.meta.get("system", {}).get("dt", 0.01))
+    n_rec = int(round(duration / step)) // (record_every or max(1, int(round(0.05 / step)))) + 1
+    size = trials * n_rec * (net.d + (net.N if save_neurons else 0)) * 8
+    if size > 100e6 and progress is not None:
+        click.echo(f"{out} will hold about {human(size)} ({trials} trials × {n_rec} records)",
+                   err=True)
+    kw = dict(trials=trials, time=duration, seed=seed, dt=dt or None,
+              record_every=record_every or None, inputs=schedule, progress=progress)
+    t0 = time.perf_counter()
+    if target:
+        traj = sample_target(system, **kw)
+    else:
+        traj = sample_network(net, save_neurons=save_neurons, device=device, dtype=dtype, **kw)
+        if progress is not None:
             click.echo(f"device: {traj.meta['device_reason']}", err=True)
-        seconds = time.perf_counter() - t0
-        traj.save(out)
-        click.echo(f"wrote {out}: {traj.z.shape[0]} trials × {traj.z.shape[1]} records of "
-                   f"{'the target' if target else 'the network'} in {seconds:.1f}s")
-        if plot:
-            other = (sample_network(net, device=device, dtype=dtype, **kw) if target
-                     else sample_target(system, **kw))
-            runs = [("network", other), ("target", traj)] if target else \
-                [("network", traj), ("target", other)]
-            b = burn_in if burn_in >= 0 else 0.1 * duration
-            from ddm_numba.plotting import plot_comparison
-            plot_comparison(plot, runs, b, title=f"{system.name}: N={net.N} {net.mode} network "
-                            "vs target, same seeds")
-            click.echo(f"wrote {plot}")
-    except (DDMError, OSError) as exc:
-        _fail(exc)
+    seconds = time.perf_counter() - t0
+    png = None
+    if plot:
+        other = (sample_network(net, device=device, dtype=dtype, **kw) if target
+                 else sample_target(system, **kw))
+        runs = [("network", other), ("target", traj)] if target else \
+            [("network", traj), ("target", other)]
+        b = burn_in if burn_in >= 0 else 0.1 * duration
+        from ddm_numba.plotting import plot_comparison
+        png = plot_comparison(None, runs, b, title=f"{system.name}: N={net.N} {net.mode} "
+                              "network vs target, same seeds")
+    # everything computed: now the files (the trajectory, then the plot, each atomic)
+    traj.save(out)
+    click.echo(f"wrote {out}: {traj.z.shape[0]} trials × {traj.z.shape[1]} records of "
+               f"{'the target' if target else 'the network'} in {seconds:.1f}s")
+    if png is not None:
+        atomic_write(plot, lambda fh: fh.write(png))
+        click.echo(f"wrote {plot}")
 
 
-@main.command(context_settings=CONTEXT)
+@main.command(cls=_Command, context_settings=CONTEXT)
 @click.argument("model")
 @click.option("--out", "-o", default=None,
               help="Folder for report.json and the figures (default: MODEL's name + _analysis).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the report as JSON on stdout instead of a table.")
 @click.option("--trials", default=100, type=click.IntRange(2), help="Trials sampled per side.")
-@click.option("--time", "duration", default=0.0, type=click.FloatRange(min=0),
+@click.option("--time", "duration", default=0.0, type=Finite(min=0),
               help="Simulated time per trial (0: the target's suggested duration).")
-@click.option("--seed", default=0, type=click.IntRange(0), help="Random seed.")
-@click.option("--dt", default=0.0, type=click.FloatRange(min=0),
+@click.option("--seed", default=0, type=SEED, help="Random seed.")
+@click.option("--dt", default=0.0, type=Finite(min=0),
               help="Euler–Maruyama step of the sampling (0: the system's suggested step).")
 @click.option("--grid", default=0, type=click.IntRange(0),
               help="Fokker–Planck cells per axis for d ≤ 2 (0: 200 in 2-D, 400 in 1-D; e_p is also computed at half of it for Richardson).")
 @click.option("--no-figures", is_flag=True, help="Skip the PNG figures.")
-def analyze(model, out, as_json, trials, duration, seed, dt, grid, no_figures):
+@click.option("--system", "system_spec", default=None, metavar="FILE.py:NAME", help=SYSTEM_HELP)
+def analyze(model, out, as_json, trials, duration, seed, dt, grid, no_figures, system_spec):
     """How MODEL's network does what its target does.
 
     \b
@@ -243,11 +362,24 @@ def analyze(model, out, as_json, trials, duration, seed, dt, grid, no_figures):
         out = (base[:-4] if base.endswith(".npz") else base) + "_analysis"
     if grid and grid < 8:
         raise click.BadParameter("use at least 8 cells per axis", param_hint="--grid")
-    try:
-        report = run_analysis(model, out, trials=trials, time=duration or None, seed=seed,
-                              dt=dt or None, grid=grid or None, figures=not no_figures, progress=sys.stderr)
-    except (DDMError, OSError) as exc:
-        _fail(exc)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise click.BadParameter(f"{out!r} exists and is not a folder", param_hint="--out")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise click.BadParameter(f"folder {parent!r} does not exist", param_hint="--out")
+    if not os.access(out if os.path.isdir(out) else parent, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"{out!r} is not writable", param_hint="--out")
+    if os.path.isfile(model) and os.path.isdir(out) and os.path.samefile(os.path.dirname(os.path.abspath(model)) or ".",
+                                                  os.path.abspath(out)) and \
+            os.path.basename(model) in ("report.json", "connectivity.png", "flow.png",
+                                        "irreversibility.png", "trajectories.png", "parts.png"):
+        raise click.BadParameter(f"{model!r} would be overwritten by the report",
+                                 param_hint="--out")
+    from ddm_numba._jit import compile_notices
+    compile_notices(sys.stderr)
+    report = run_analysis(model, out, trials=trials, time=duration or None, seed=seed,
+                          dt=dt or None, grid=grid or None, figures=not no_figures,
+                          system=system_spec, progress=sys.stderr)
     if as_json:
         click.echo(json.dumps(report, indent=1, sort_keys=True))
     else:

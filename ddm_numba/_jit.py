@@ -5,12 +5,79 @@ Python ZeroDivisionError checks) and ``cache=True`` when numba can find a writab
 On a read-only install with no writable HOME numba refuses ``cache=True`` at decoration time
 ("no locator available"); we then compile without caching instead of failing at import.
 """
+import sys
+import threading
+import time
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core import event
 from numba.extending import intrinsic
 
+from . import interrupt
+
 _CACHE_OK = None
+
+
+class _CompileNotice(event.Listener):
+    """Says when numba compiles (a cache hit raises no "numba:compile" event, so this is real
+    compilation: the first use of a kernel with these argument types, or a stale or unwritable
+    cache), and lets Ctrl-C act at once while it does (compiling is Python code, safe to unwind).
+
+    One line when a top-level compilation has run for ``delay`` seconds, one when it ends.
+    ``stream``: where the lines go (None: silent).
+    """
+
+    def __init__(self, stream=sys.stderr, delay=1.0):
+        self.stream, self.delay = stream, delay
+        self.depth = 0
+        self.timer = None
+        self.shown = False
+        self.t0 = 0.0
+        self.announced = False
+
+    def _show(self):
+        if self.stream is None or self.depth == 0:
+            return
+        self.shown = True
+        more = "" if self.announced else (" (first use of these kernels with these types; "
+                                          "numba caches them, so later runs start at once)")
+        self.announced = True
+        print(f"compiling numba kernels{more} ...", file=self.stream, flush=True)
+
+    def on_start(self, ev):
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self.depth += 1
+        interrupt._raise_now[0] += 1
+        if self.depth == 1:
+            self.t0 = time.perf_counter()
+            self.shown = False
+            self.timer = threading.Timer(self.delay, self._show)
+            self.timer.daemon = True
+            self.timer.start()
+
+    def on_end(self, ev):
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self.depth -= 1
+        interrupt._raise_now[0] -= 1
+        if self.depth == 0:
+            self.timer.cancel()
+            if self.shown and self.stream is not None:
+                print(f"  ... compiled in {time.perf_counter() - self.t0:.1f}s",
+                      file=self.stream, flush=True)
+
+
+COMPILE_NOTICE = _CompileNotice()
+event.register("numba:compile", COMPILE_NOTICE)
+
+
+def compile_notices(stream):
+    """Where compile notices go (None: nowhere). Returns the previous stream."""
+    old, COMPILE_NOTICE.stream = COMPILE_NOTICE.stream, stream
+    return old
 
 
 def kernel(**options):

@@ -34,12 +34,13 @@ import scipy.linalg
 from . import __version__
 from .backends import cpu
 from .errors import DDMError
-from .matching import (Packer, _minimize, diffusion_loss_grad, initial_embedding,
-                       relative_error)
+from .matching import (Packer, _minimize, _number, diffusion_loss_grad, fit_memory,
+                       initial_embedding, relative_error)
 from .multistep import integrate, multistep_loss_grad
 from .network import Network
-from .simulate import Trajectories
-from .systems import get_system
+from .resources import require
+from .simulate import Trajectories, real_array
+from .systems import get_system, system_from_record
 
 
 class Observations:
@@ -50,8 +51,8 @@ class Observations:
     """
 
     def __init__(self, t, z, meta=None, source="data"):
-        t = np.asarray(t, dtype=float)
-        z = np.asarray(z, dtype=float)
+        t = real_array(t, "t", source)
+        z = real_array(z, "z", source)
         if z.ndim != 3:
             raise DDMError(f"{source}: key 'z' must have shape (trials, T, d), got {z.shape}")
         if t.ndim != 1 or t.shape[0] != z.shape[1]:
@@ -78,6 +79,11 @@ class Observations:
         self.valid = np.all(np.isfinite(z), axis=2)            # (trials, T)
         if self.valid.sum() < 3:
             raise DDMError(f"{source}: fewer than 3 finite samples")
+        for a in range(z.shape[2]):
+            col = z[..., a][self.valid]
+            if col.size and np.ptp(col) <= 1e-12 * max(1.0, float(np.max(np.abs(col)))):
+                raise DDMError(f"{source}: coordinate {a} of 'z' is constant ({col[0]:g}); "
+                               "there is no dynamics to learn in it: drop it or check the data")
 
     trials = property(lambda self: self.z.shape[0])
     d = property(lambda self: self.z.shape[2])
@@ -123,16 +129,18 @@ def _split(obs, holdout):
 
 
 def _truth(obs, truth):
-    """The system the data came from, if known: ``truth`` (a spec), else the file's metadata."""
+    """The system the data came from, if known: ``truth`` (the caller's explicit spec or
+    System), else a built-in named in the file's metadata. A user system named in the file is
+    not loaded (files never run code): then there is no truth unless ``truth`` names it."""
     if truth is False:
         return None
     if truth is not None:
         return get_system(truth)
-    sysmeta = obs.meta.get("system") or {}
-    if sysmeta.get("kind") == "data" or "name" not in sysmeta:
+    sysmeta = obs.meta.get("system")
+    if sysmeta is None:
         return None
     try:
-        return get_system(sysmeta.get("spec", sysmeta["name"]), **sysmeta.get("params", {}))
+        return system_from_record(sysmeta, what=obs.source)
     except DDMError:
         return None
 
@@ -183,6 +191,9 @@ class _Ridge:
         return float(np.dot(self.lam, e)) / self.tau ** 2
 
 
+MAX_SUBSTEPS = 64   # RK4 steps per sampling interval: beyond this the flow map no longer changes
+
+
 def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, substeps=0,
              refine_iter=100, refine_pairs=20000, state_noise=False, max_pairs=2000000,
              truth=None, progress=sys.stderr):
@@ -201,8 +212,17 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
         if progress is not None:
             print(msg, file=progress, flush=True)
 
+    N = _number(neurons, "neurons", 1, integer=True)
+    tau = _number(tau, "tau", 0, low_open=True)
+    seed = _number(seed, "seed", 0, 2**63 - 1, integer=True)
+    if reg is not None:
+        reg = _number(reg, "reg", 0)
+    substeps = _number(substeps, "substeps", 0, MAX_SUBSTEPS, integer=True)
+    refine_iter = _number(refine_iter, "refine_iter (--max-iter)", 0, integer=True)
     obs = load_observations(data)
-    N, d = int(neurons), obs.d
+    d = obs.d
+    require(fit_memory(N, d, 0, min(max_pairs, obs.z.shape[0] * obs.z.shape[1]), "lowrank")
+            + 8 * obs.z.size * 4, f"fitting {N} neurons to {obs.source}", "use fewer --neurons")
     if N < d:
         raise DDMError(f"--neurons must be at least the latent dimension d = {d}, got {N}")
     if not 0 < holdout < 1:
@@ -249,7 +269,13 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
             else z0 + net.latent_drift(z0) * dt)
     r = z1 - pred
     D = r.T @ r / (len(r) * dt)
-    S0 = np.linalg.cholesky(0.5 * (D + D.T))
+    try:
+        S0 = np.linalg.cholesky(0.5 * (D + D.T))
+    except np.linalg.LinAlgError:
+        raise DDMError(f"{obs.source}: the residual diffusion is singular (some combination of "
+                       "coordinates has no noise, or the data repeat values): the increments do "
+                       "not determine a diffusion; check for duplicated or derived "
+                       "coordinates") from None
     R = np.zeros((d, d, N))
     if state_noise:
         # its own small penalty: the drift's (chosen for the drift's noise) can be far too strong
@@ -280,10 +306,7 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
         # the floor: the truth's own Euler prediction of the same increments
         f_all = np.asarray(system.drift(v0, None), dtype=float)
         figures["e_increments_truth"] = relative_error(f_all * dt, v1 - v0)
-        sysmeta = {"name": system.name, "spec": getattr(system, "spec", system.name),
-                   "params": system.params, "d": d, "m": system.m, "p": system.p,
-                   "domain": system.domain.tolist(), "dt": system.dt,
-                   "duration": system.duration}
+        sysmeta = system.record()
     else:
         sim_dt = dt / max(1, math.ceil(dt / 0.01))
         sysmeta = {"name": "data", "kind": "data", "d": d, "m": d, "p": 0,

@@ -6,17 +6,24 @@ returns (loss, gradient), so each can be tested without the optimizer.
 import math
 import sys
 import time
+import warnings
 
 import numpy as np
 import scipy.linalg
 import scipy.optimize
 from threadpoolctl import threadpool_limits
 
-from . import __version__
+from . import __version__, interrupt
 from .backends import cpu, resolve_device
 from .errors import DDMError
+from .checkpoint import Checkpointer, check_resume, load_checkpoint
 from .network import Network
+from .resources import require
 from .systems import evaluate, get_system
+
+
+class FitWarning(UserWarning):
+    """A fit that finished but should not be trusted as it is (the message says why)."""
 
 
 class Packer:
@@ -263,17 +270,42 @@ class _Progress:
                   f"{now - self.t0:6.1f}s", file=self.stream, flush=True)
 
 
-def _minimize(fun, x0, stage, max_iter, tol, progress, bounds=None, blas_threads=1):
+def _minimize(fun, x0, stage, max_iter, tol, progress, bounds=None, blas_threads=1,
+              snapshot=None, checkpoint=None):
     """L-BFGS-B with progress lines. ``blas_threads=1`` while numba kernels do the work: idle
     OpenBLAS threads spin-wait after each BLAS call inside L-BFGS-B and steal the cores from
-    numba's threads (measured: 97 ms against 33 ms an evaluation for lorenz, N = 512, 2 cores)."""
+    numba's threads (measured: 97 ms against 33 ms an evaluation for lorenz, N = 512, 2 cores).
+
+    Between evaluations a pending Ctrl-C/SIGTERM stops the optimization (interrupt.Interrupted);
+    the best point evaluated so far goes to ``checkpoint`` (checkpoint.Checkpointer) as the
+    arrays ``snapshot(x)`` — periodically, and at once when interrupted.
+    """
     cb = _Progress(stage, progress)
     t0 = time.perf_counter()
-    with threadpool_limits(limits=blas_threads, user_api="blas"):
-        res = scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=bounds,
-                                      callback=cb, options={"maxiter": int(max_iter),
-                                                            "ftol": tol, "gtol": 1e-12,
-                                                            "maxcor": 20})
+    best = [math.inf, np.array(x0, dtype=float)]
+
+    def tracked(x):
+        interrupt.check(stage)
+        loss, grad = fun(x)
+        if loss < best[0]:
+            best[0], best[1] = float(loss), np.array(x)
+            if checkpoint is not None:
+                checkpoint.save(stage, snapshot(best[1]), best[0], cb.it)
+        return loss, grad
+
+    try:
+        with threadpool_limits(limits=blas_threads, user_api="blas"):
+            res = scipy.optimize.minimize(tracked, x0, jac=True, method="L-BFGS-B",
+                                          bounds=bounds, callback=cb,
+                                          options={"maxiter": int(max_iter), "ftol": tol,
+                                                   "gtol": 1e-12, "maxcor": 20})
+    except interrupt.Interrupted as exc:
+        exc.where = (f"the {stage} stage at iteration {cb.it}" +
+                     (f" (best loss {best[0]:.4e})" if math.isfinite(best[0]) else ""))
+        if checkpoint is not None and math.isfinite(best[0]):
+            checkpoint.save(stage, snapshot(best[1]), best[0], cb.it, force=True)
+            exc.partial = checkpoint.path
+        raise
     if not np.all(np.isfinite(res.x)):
         raise DDMError(f"{stage}: the optimizer produced non-finite parameters; "
                        "try a smaller --reg or fewer --neurons")
@@ -285,18 +317,48 @@ def _minimize(fun, x0, stage, max_iter, tol, progress, bounds=None, blas_threads
     return res.x, info
 
 
+def _number(value, name, low=None, high=None, integer=False, low_open=False):
+    """A finite number within bounds, or a DDMError that names the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise DDMError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if integer and not float(value).is_integer():
+        raise DDMError(f"{name} must be a whole number, got {value!r}")
+    if not math.isfinite(float(value)):
+        raise DDMError(f"{name} must be finite, got {value!r}")
+    if low is not None and (value <= low if low_open else value < low):
+        raise DDMError(f"{name} must be {'>' if low_open else '>='} {low:g}, got {value!r}")
+    if high is not None and value > high:
+        raise DDMError(f"{name} must be <= {high:g}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def fit_memory(N, d, p, K, mode):
+    """Bytes a fit needs at its peak, roughly: Gram statistics and their solves (a few
+    (N+1+p)² matrices), the samples, and for full connectivity a dozen N×N matrices."""
+    n = N + 1 + p
+    total = 8 * (4 * n * n + K * (4 * d + p) + 30 * N * d)
+    if mode == "full":
+        total += 8 * 12 * n * n
+    return total
+
+
 def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
         test_samples=4096, max_iter=300, tol=1e-12, reg=1e-10, fixed_embedding=False,
-        dale=None, sigma_private=0.0, perp_weight=1.0, progress=sys.stderr, device="cpu"):
+        dale=None, sigma_private=0.0, perp_weight=1.0, progress=sys.stderr, device="cpu",
+        checkpoint=None, resume=None):
     """Train a network whose latent drift and diffusion match ``system`` (DESIGN.md §5).
 
     Returns the Network; its ``meta["fit"]`` holds the figures of fit on held-out samples.
     ``progress``: a text stream for progress lines (None for silence). ``device``: where the
     low-rank loss+gradient runs ("cpu", "cuda", "auto"); the Gram passes stay on the CPU.
+    ``checkpoint``: a path where the best parameters so far are kept while the optimizer runs
+    (every 30 s, and at once on Ctrl-C/SIGTERM, which raise interrupt.Interrupted between
+    evaluations); ``resume``: such a checkpoint, to continue from (same system and settings).
     """
     device, device_reason = resolve_device(device)
     system = get_system(system)
-    N, d, p = int(neurons), system.d, system.p
+    N = _number(neurons, "neurons", 1, integer=True)
+    d, p = system.d, system.p
     if N < d:
         raise DDMError(f"--neurons must be at least the latent dimension d = {d}, got {N}")
     if mode not in ("lowrank", "full"):
@@ -304,14 +366,36 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
     if dale is not None:
         if mode != "full":
             raise DDMError("Dale's law needs full connectivity: use --mode full with --dale")
-        if not 0.0 <= dale <= 1.0:
-            raise DDMError(f"--dale is the fraction of excitatory neurons, in [0, 1]; got {dale}")
-    if tau <= 0 or sigma_private < 0:
-        raise DDMError("tau must be > 0 and sigma_private >= 0")
-    K = int(samples) if samples else int(min(32768, 6000 * d))
+        _number(dale, "dale (the fraction of excitatory neurons)", 0, 1)
+    tau = _number(tau, "tau", 0, low_open=True)
+    sigma_private = _number(sigma_private, "sigma_private", 0)
+    reg = _number(reg, "reg", 0)
+    max_iter = _number(max_iter, "max_iter", 0, integer=True)
+    seed = _number(seed, "seed", 0, 2**63 - 1, integer=True)
+    test_samples = _number(test_samples, "test_samples", 16, integer=True)
+    unknowns = N + 1 + p          # decoder unknowns per latent dimension
+    # default: 6000 per latent dimension, at least 4 per unknown, at most 65536
+    K_default = int(min(65536, max(min(32768, 6000 * d), 4 * unknowns)))
+    K = _number(samples, "samples", 1, integer=True) if samples else K_default
+    require(fit_memory(N, d, p, K, mode), f"fitting {N} neurons ({mode})",
+            "use fewer --neurons" + (" or the low-rank mode" if mode == "full" else ""))
+    if K < max(64, 2 * unknowns):
+        raise DDMError(f"{K} training samples are too few for {N} neurons: the decoders have "
+                       f"{unknowns} unknowns per latent dimension, so use --samples >= "
+                       f"{max(64, 2 * unknowns)}" + ("" if samples else " (or fewer --neurons)"))
     rng = np.random.default_rng(seed)
     t_start = time.perf_counter()
     say = (lambda msg: print(msg, file=progress, flush=True)) if progress else (lambda msg: None)
+    ckpt_meta = {"system": system.name, "system_record": system.record(), "neurons": N,
+                 "mode": mode, "seed": seed, "samples": K, "tau": tau}
+    ckpt = Checkpointer(checkpoint, ckpt_meta) if checkpoint is not None else None
+    start = None
+    if resume is not None:
+        rmeta, start = load_checkpoint(resume)
+        check_resume(rmeta, start, resume, system, N, mode, seed, K, tau)
+        say(f"resuming from {resume}: {rmeta['stage']} stage, iteration {rmeta.get('iteration')}"
+            f", loss {rmeta.get('loss', float('nan')):.4e}")
+        start["stage"] = rmeta["stage"]
 
     # 1. samples: training and held-out, uniform over the domain
     z, u = sample_domain(system, K, rng)
@@ -334,11 +418,18 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
     # eigenvalue −β = −2.667 came out at −2.77 with 1e-8.
     reg_A = reg * float(np.mean(lam)) / tau ** 2
     reg_joint = max(reg, 1e-8) * float(np.mean(lam)) / tau ** 2
-    M, c = initial_embedding(system.domain, N, rng)
-    A, b_z, B_z = ridge_decoders(data, M, c, reg_joint)
+    M, c = initial_embedding(system.domain, N, rng)   # drawn even on resume: rng stays in step
     stages = {}
+    if start is not None and "A" in start:
+        A, b_z, B_z, M, c = (start["A"], start["b_z"], start["B_z"].reshape(d, p), start["M"],
+                             start["c"])
+    elif start is not None:
+        M, c = start["M"], start["c"]
+        A, b_z, B_z = ridge_decoders(data, M, c, reg_joint)
+    else:
+        A, b_z, B_z = ridge_decoders(data, M, c, reg_joint)
     # 3. joint L-BFGS-B over decoders and embedding (low-rank)
-    if not fixed_embedding:
+    if not fixed_embedding and (start is None or start["stage"] == "drift"):
         packer = lowrank_packer(N, d, p, train_embedding=True)
         # L-BFGS-B is not scale invariant: optimize in units where each block is O(1)
         scale = packer.pack({"A": np.full((d, N), max(np.abs(A).std(), 1e-3)),
@@ -357,8 +448,14 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
                                            device_data=device_data)
             return loss, grad * scale
 
+        def snapshot(x):
+            arrays = packer.unpack(x * scale)
+            arrays.setdefault("B_z", np.zeros((d, p)))
+            return arrays
+
         x0 = packer.pack({"A": A, "b_z": b_z, "B_z": B_z, "M": M, "c": c}) / scale
-        x, stages["lowrank"] = _minimize(objective, x0, "drift", max_iter, tol, progress)
+        x, stages["lowrank"] = _minimize(objective, x0, "drift", max_iter, tol, progress,
+                                         snapshot=snapshot, checkpoint=ckpt)
         prm = packer.unpack(x * scale)
         A, b_z, M, c = prm["A"], prm["b_z"], prm["M"], prm["c"]
         B_z = prm.get("B_z", B_z)
@@ -370,7 +467,10 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
                   sigma_private, A=A, B_in=B_in)
 
     # 4. full connectivity: quadratic in (W, b, B_in) with the embedding fixed
-    if mode == "full":
+    if mode == "full" and start is not None and start["stage"] == "diffusion":
+        net = Network(tau, M, c, start["b"], net.S0, net.R, sigma_private, W=start["W"],
+                      B_in=start["B_in"] if p else None)
+    elif mode == "full":
         lam_perp = perp_weight * float(np.mean(lam))
         gram = FullGram(data, M, c, net.P, lam_perp, reg_joint)
         W0 = M @ A
@@ -385,27 +485,40 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
             bounds = scipy.optimize.Bounds(np.concatenate([lo.ravel(), -free]),
                                            np.concatenate([hi.ravel(), free]))
         x0 = gram.packer.pack({"W": W0, "b": net.b, "B_in": B_in if p else np.zeros((N, 0))})
+        if start is not None and start["stage"] == "full W":
+            x0 = gram.packer.pack({"W": start["W"], "b": start["b"], "B_in": start["B_in"]})
+
+        def snapshot_full(x):
+            return dict(gram.packer.unpack(x), M=M, c=c)
+
         # pure BLAS (O(N³) products of Gram statistics): let BLAS use every core
         x, stages["full"] = _minimize(gram.loss_grad, x0, "full W", max_iter, tol, progress,
-                                      bounds=bounds, blas_threads=None)
+                                      bounds=bounds, blas_threads=None,
+                                      snapshot=snapshot_full, checkpoint=ckpt)
         prm = gram.packer.unpack(x)
         net = Network(tau, M, c, prm["b"], net.S0, net.R, sigma_private, W=prm["W"],
                       B_in=prm["B_in"] if p else None)
         if dale is not None:
             net.meta["dale"] = {"fraction_excitatory": dale, "n_excitatory": n_exc}
 
-    # 5. diffusion
+    # 5. diffusion (a checkpoint from here on holds the finished drift)
+    if ckpt is not None:
+        done = ({"A": net.A, "b_z": net.b_z, "B_z": net.B_z} if net.mode == "lowrank" else
+                {"W": net.W, "b": net.b, "B_in": net.B_in if p else np.zeros((N, 0))})
+        ckpt.save("diffusion", dict(done, M=net.M, c=net.c), math.nan, 0, force=True)
     S0, R, stages["diffusion"] = fit_diffusion(system, net, z, g, reg, max_iter, tol, progress)
     net.S0, net.R = S0, R
 
     # 6. figures of fit on held-out samples
     figures = figures_of_fit(system, net, z_test, u_test if p else None, f_test, g_test)
     figures["e_f_train"] = relative_error(net.latent_drift(z, u if p else None), f)
+    if figures["e_f"] > max(0.05, 10 * figures["e_f_train"]):
+        warnings.warn(f"the network fits its {K} training samples (e_f {figures['e_f_train']:.3g}"
+                      f") far better than held-out ones (e_f {figures['e_f']:.3g}): too few "
+                      "samples for this many neurons; use more --samples or fewer --neurons",
+                      FitWarning, stacklevel=2)
     net.meta.update({
-        "system": {"name": system.name, "spec": getattr(system, "spec", system.name),
-                   "params": system.params, "d": d, "m": system.m, "p": p,
-                   "domain": system.domain.tolist(), "dt": system.dt,
-                   "duration": system.duration},
+        "system": system.record(),
         "training": {"mode": mode, "neurons": N, "seed": seed, "tau": tau, "samples": K,
                      "test_samples": int(test_samples), "max_iter": max_iter, "tol": tol,
                      "reg": reg, "fixed_embedding": bool(fixed_embedding), "dale": dale,

@@ -134,7 +134,12 @@ def atomic_write(path, write):
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise DDMError(f"cannot write {path!r}: folder {folder!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+    if os.path.isdir(path):
+        raise DDMError(f"cannot write {path!r}: it is a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
+    except OSError as exc:
+        raise DDMError(f"cannot write {path!r}: {exc.strerror} (folder {folder!r})") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -142,6 +147,10 @@ def atomic_write(path, write):
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise DDMError(f"cannot write {path!r}: {exc.strerror or exc}") from None
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -223,13 +232,58 @@ def load_model(path):
     fmt = str(arrays.pop("format", ""))
     if fmt != FORMAT:
         raise DDMError(f"{path}: not a ddm_numba model (format {fmt!r}, expected {FORMAT!r})")
-    try:
-        meta = json.loads(str(arrays.pop("meta", "{}")))
-    except json.JSONDecodeError as exc:
-        raise DDMError(f"{path}: model key 'meta' is not valid JSON: {exc}") from None
+    meta = read_meta(arrays.pop("meta", None), path, "model")
     allowed = {"tau", "M", "c", "A", "W", "b", "S0", "R", "sigma_private", "B_in"}
     extra = sorted(set(arrays) - allowed)
     if extra:
         raise DDMError(f"{path}: unexpected model key {extra[0]!r}")
     _validate(arrays, path)
+    check_system_meta(meta, path, int(np.shape(arrays["M"])[1]))
     return Network(meta=meta, **{k: v for k, v in arrays.items()})
+
+
+def read_meta(value, path, what):
+    """A file's ``meta`` key: a JSON object in a 0-d string array (absent: {})."""
+    if value is None:
+        return {}
+    if value.dtype.kind != "U" or value.ndim != 0:
+        raise DDMError(f"{path}: {what} key 'meta' must be a JSON string, got a {value.dtype} "
+                       f"array of shape {value.shape}")
+    try:
+        meta = json.loads(str(value))
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise DDMError(f"{path}: {what} key 'meta' is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise DDMError(f"{path}: {what} key 'meta' must be a JSON object, got "
+                       f"{type(meta).__name__}")
+    return meta
+
+
+def check_system_meta(meta, path, d):
+    """The fields of ``meta.system`` that sampling reads as numbers (domain, dt, duration)."""
+    sysmeta = meta.get("system")
+    if sysmeta is None:
+        return
+    if not isinstance(sysmeta, dict):
+        raise DDMError(f"{path}: metadata key 'system' must be a JSON object, got "
+                       f"{type(sysmeta).__name__}")
+    if "domain" in sysmeta:
+        try:
+            dom = np.asarray(sysmeta["domain"], dtype=float)
+        except (TypeError, ValueError):
+            dom = None
+        if dom is None or dom.shape != (d, 2) or not np.all(np.isfinite(dom)) \
+                or not np.all(dom[:, 0] < dom[:, 1]):
+            raise DDMError(f"{path}: metadata 'system.domain' must be {d} finite [lo, hi] pairs")
+    for key in ("dt", "duration"):
+        value = sysmeta.get(key)
+        if value is not None and not (isinstance(value, (int, float)) and not
+                                      isinstance(value, bool) and 0 < value < float("inf")):
+            raise DDMError(f"{path}: metadata 'system.{key}' must be a positive number, "
+                           f"got {value!r}")
+    for key in ("d", "m", "p"):
+        value = sysmeta.get(key)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool)):
+            raise DDMError(f"{path}: metadata 'system.{key}' must be an integer, got {value!r}")
+    if sysmeta.get("d", d) != d:
+        raise DDMError(f"{path}: metadata says d = {sysmeta['d']}, the arrays have d = {d}")

@@ -1,4 +1,5 @@
 """Figures: latent trajectories and stationary histograms, network beside target."""
+import io
 import os
 
 import numpy as np
@@ -19,7 +20,8 @@ def plot_comparison(path, runs, burn_in, title=""):
     stationary distribution after ``burn_in`` (histogram for d = 1, 2-D histogram of the first two
     coordinates for d ≥ 2, with the marginal of each run overlaid for d = 1).
 
-    runs: list of (label, Trajectories). Written atomically.
+    runs: list of (label, Trajectories). Written atomically; with path None, the PNG's bytes
+    are returned instead (the CLI writes its outputs only once all of them are computed).
     """
     plt = _pyplot()
     d = runs[0][1].z.shape[2]
@@ -56,6 +58,10 @@ def plot_comparison(path, runs, burn_in, title=""):
         fig.suptitle(title)
     fig.tight_layout()
     try:
+        if path is None:
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=110)
+            return buf.getvalue()
         atomic_write(path, lambda fh: fig.savefig(fh, format="png", dpi=110))
     finally:
         plt.close(fig)

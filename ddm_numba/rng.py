@@ -17,6 +17,7 @@ import numpy as np
 from numba import uint32, uint64
 
 from ._jit import kernel
+from .errors import DDMError
 
 
 @kernel(inline="always")
@@ -85,7 +86,7 @@ def _init_states(states, seed):
 def make_states(n_streams, seed):
     """(n_streams, 2) uint64 states: stream i is trial i's generator for this seed."""
     if not 0 <= int(seed) < 2**63:
-        raise ValueError(f"seed must be an integer in [0, 2^63), got {seed}")
+        raise DDMError(f"seed must be an integer in [0, 2^63), got {seed}")
     states = np.zeros((int(n_streams), 2), dtype=np.uint64)
     if n_streams > 0:
         _init_states(states, np.uint64(seed))

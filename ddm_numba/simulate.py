@@ -6,19 +6,58 @@ network has no private noise): their paths can be compared trial by trial.
 """
 import functools
 import json
+import math
 import os
+import time as _time
+import warnings
 
 import numpy as np
 
 from . import __version__
 from .backends import cpu, resolve_device
 from .errors import DDMError
-from .network import Network, atomic_savez, read_npz
+from .network import Network, atomic_savez, check_system_meta, read_meta, read_npz
 from .rng import fill_normals, make_states
-from .systems import get_system
+from . import interrupt
+from .resources import require
+from .systems import get_system, system_from_record, user_call
 
 TRAJ_FORMAT = "ddm_numba.trajectories/1"
 MAX_RECORD_BYTES = 4 * 2**30
+
+
+class DataWarning(UserWarning):
+    """Data that were read, but not as they were stored (the message says what was done)."""
+
+
+# beyond this, squares and sums of the data overflow float64
+MAX_DATA_MAGNITUDE = 1e100
+
+
+def real_array(value, key, source):
+    """A file's or caller's array as float64: real floats as they are, integers cast with a
+    warning that says so; booleans, complex numbers, strings and objects refused."""
+    arr = np.asarray(value)
+    kind = arr.dtype.kind
+    if kind == "f":
+        out = arr.astype(float, copy=False)
+    elif kind in "iu":
+        warnings.warn(f"{source}: key {key!r} holds integers ({arr.dtype}); read as float64. "
+                      "Integer data are often quantized or scaled recordings: check units and "
+                      "resolution", DataWarning, stacklevel=3)
+        out = arr.astype(float)
+    else:
+        what = {"b": "booleans", "c": "complex numbers", "U": "strings", "S": "bytes",
+                "O": "Python objects"}.get(kind, f"dtype {arr.dtype}")
+        raise DDMError(f"{source}: key {key!r} holds {what}; it must hold real numbers "
+                       "(float, or integers)")
+    with np.errstate(invalid="ignore"):
+        big = np.nanmax(np.abs(out)) if out.size and not np.all(np.isnan(out)) else 0.0
+    if np.isinf(big) or big > MAX_DATA_MAGNITUDE:
+        raise DDMError(f"{source}: key {key!r} has values up to {big:.3g} (or infinite); beyond "
+                       f"{MAX_DATA_MAGNITUDE:g} the fit's squares overflow: rescale the data "
+                       "(NaN marks missing samples)")
+    return out
 
 
 def parse_input(text, p):
@@ -43,14 +82,22 @@ def parse_input(text, p):
     return t0, t1, u
 
 
-def input_array(schedule, p, n_steps, dt):
-    """Per-step inputs U (n_steps, p) of a piecewise-constant schedule [(t0, t1, u), ...].
+def input_array(schedule, p, n_steps, dt, first=0):
+    """Per-step inputs U (n_steps, p) of a piecewise-constant schedule [(t0, t1, u), ...], for
+    steps first, first + 1, ... (the sampler asks chunk by chunk).
 
     Step s uses u(t_s), t_s = s·dt; intervals are half-open [t0, t1) and may not overlap.
     """
-    U = np.zeros((n_steps, p))
-    covered = np.zeros(n_steps, dtype=bool)
-    t = np.arange(n_steps) * dt
+    return inputs_at(schedule, p, first + np.arange(n_steps), dt)
+
+
+def inputs_at(schedule, p, steps, dt):
+    """u(t_s) (len(steps), p) at the given step indices s (t_s = s·dt)."""
+    U = np.zeros((len(steps), p))
+    if not p or not schedule:
+        return U
+    covered = np.zeros(len(steps), dtype=bool)
+    t = np.asarray(steps) * dt
     for t0, t1, u in schedule:
         active = (t >= t0 - 1e-12 * dt) & (t < t1 - 1e-12 * dt)
         if np.any(covered & active):
@@ -58,6 +105,19 @@ def input_array(schedule, p, n_steps, dt):
         covered |= active
         U[active] = u
     return U
+
+
+def check_schedule(schedule, duration):
+    """Refuse overlapping intervals and intervals wholly outside the run [0, duration)."""
+    spans = sorted((float(t0), float(t1)) for t0, t1, _ in schedule)
+    for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
+        if b0 < a1:
+            raise DDMError(f"input intervals {a0:g}:{a1:g} and {b0:g}:{b1:g} overlap")
+    for t0, t1 in spans:
+        if t1 <= 0 or t0 >= duration:
+            raise DDMError(f"input interval {t0:g}:{t1:g} lies wholly outside the run "
+                           f"[0, {duration:g}): it would have no effect; lengthen --time or "
+                           "move the interval")
 
 
 class Trajectories:
@@ -82,7 +142,8 @@ class Trajectories:
         for key in ("t", "z"):
             if key not in arrays:
                 raise DDMError(f"{path}: trajectory key {key!r} is missing")
-        t, z = arrays["t"], arrays["z"]
+        t = real_array(arrays["t"], "t", path)
+        z = real_array(arrays["z"], "z", path)
         if t.ndim != 1 or z.ndim != 3 or z.shape[1] != t.shape[0]:
             raise DDMError(f"{path}: trajectory keys 't' {t.shape} and 'z' {z.shape} do not fit "
                            "(expected (T,) and (trials, T, d))")
@@ -93,7 +154,12 @@ class Trajectories:
         if u is not None and (u.ndim != 2 or u.shape[0] != t.shape[0]):
             raise DDMError(f"{path}: trajectory key 'u' has shape {u.shape}, expected "
                            f"({t.shape[0]}, p)")
-        meta = json.loads(str(arrays.get("meta", "{}")))
+        if x is not None:
+            x = real_array(x, "x", path)
+        if u is not None:
+            u = real_array(u, "u", path)
+        meta = read_meta(arrays.get("meta"), path, "trajectory")
+        check_system_meta(meta, path, z.shape[2])
         return cls(t, z, x, u, meta)
 
     def stationary(self, burn_in):
@@ -109,17 +175,35 @@ class Trajectories:
         return self.z[:, keep]
 
 
+MAX_STEPS = 10**9          # per trial: beyond, a run takes hours; ask for a coarser step
+
+
 def _steps(time, dt, record_every):
-    if not (time > 0 and dt > 0):
-        raise DDMError(f"time and dt must be > 0 (got time={time}, dt={dt})")
+    """(n_steps, every): the run's Euler steps and the recording stride. The run never gets
+    longer than asked: n_steps is rounded down to a whole number of records."""
+    try:
+        time, dt = float(time), float(dt)
+    except (TypeError, ValueError):
+        raise DDMError(f"time and dt must be numbers (got time={time!r}, dt={dt!r})") from None
+    if not (math.isfinite(time) and time > 0 and math.isfinite(dt) and dt > 0):
+        raise DDMError(f"time and dt must be finite and > 0 (got time={time}, dt={dt})")
+    if time / dt > MAX_STEPS:
+        raise DDMError(f"time {time:g} at dt {dt:g} is {time / dt:.3g} steps per trial (at most "
+                       f"{MAX_STEPS:.0e}); use a larger --dt or a shorter --time")
     n_steps = int(round(time / dt))
     if n_steps < 1:
-        raise DDMError(f"time {time} is shorter than one step dt = {dt}")
-    every = int(record_every) if record_every else max(1, int(round(0.05 / dt)))
-    if every < 1:
-        raise DDMError(f"record_every must be >= 1, got {record_every}")
-    n_steps = (n_steps // every) * every or every
-    return n_steps, every
+        raise DDMError(f"time {time:g} is shorter than one step dt = {dt:g}")
+    if record_every:
+        every = int(record_every)
+        if every < 1:
+            raise DDMError(f"record_every must be >= 1, got {record_every}")
+        if every > n_steps:
+            raise DDMError(f"--record-every {every} steps ({every * dt:g} time units) is longer "
+                           f"than the run ({n_steps} steps of {dt:g}); record more often or "
+                           "sample longer")
+    else:
+        every = min(n_steps, max(1, int(round(0.05 / dt))))
+    return (n_steps // every) * every, every
 
 
 def _initial_latent(z0, trials, d, domain, seed):
@@ -135,12 +219,28 @@ def _initial_latent(z0, trials, d, domain, seed):
     return z0.copy()
 
 
-def _check_blowup(blowup, dt, what):
+def _check_blowup(blowup, dt, what, hint):
     bad = np.flatnonzero(blowup >= 0)
     if bad.size:
         tr = int(bad[0])
         raise DDMError(f"{what}: trial {tr} became non-finite at t = {blowup[tr] * dt:g} "
-                       f"({bad.size} trial(s) in all); try a smaller --dt")
+                       f"({bad.size} trial(s) in all); {hint}")
+
+
+def _diverged(z, t0, dt_rec, scale, what, hint):
+    """Paths that ran off by many orders of magnitude beyond the box are as wrong as NaN."""
+    with np.errstate(invalid="ignore"):
+        size = np.abs(z).max(axis=2)                        # (trials, records)
+    bad = size > DIVERGED * scale
+    if bad.any():
+        tr, rec = np.unravel_index(int(np.argmax(bad)), bad.shape)
+        n = int(bad.any(axis=1).sum())
+        raise DDMError(f"{what}: trial {tr} diverged (|z| = {size[tr, rec]:.3g} at t = "
+                       f"{t0 + rec * dt_rec:g}, the box spans {scale:.3g}; {n} trial(s) in all); "
+                       f"{hint}")
+
+
+DIVERGED = 1e6   # |z| beyond this many box sizes counts as a blow-up
 
 
 def _common_meta(kind, seed, dt, every, schedule):
@@ -149,116 +249,246 @@ def _common_meta(kind, seed, dt, every, schedule):
             "version": __version__}
 
 
+def _dt_hint(dt, suggested, what):
+    if dt > 1.5 * suggested:
+        return (f"dt = {dt:g} is {dt / suggested:.3g}× the suggested step {suggested:g}: try a "
+                "smaller --dt")
+    return (f"at dt = {dt:g} (suggested {suggested:g}) the step is not the likely cause: the "
+            f"{what} itself runs away from some initial states (drawn uniformly in the box); "
+            "check the box (domain) and the dynamics, or give initial states (z0)")
+
+
+class _Progress:
+    """Progress lines on a stream: after ``delay`` seconds, then every ``every`` seconds."""
+
+    def __init__(self, stream, label, total_steps, trials, unit_work, delay=2.0, every=5.0):
+        self.stream, self.label, self.total, self.trials = stream, label, total_steps, trials
+        self.unit_work = unit_work      # (name, work per trial-step), e.g. ("neuron-steps", N)
+        self.t0 = _time.perf_counter()
+        self.next = self.t0 + delay
+        self.every = every
+        self.shown = False
+
+    def update(self, done, dt):
+        now = _time.perf_counter()
+        if self.stream is None or now < self.next or done >= self.total:
+            return
+        self.next = now + self.every
+        self.shown = True
+        el = now - self.t0
+        name, work = self.unit_work
+        rate = done * self.trials * work / el
+        eta = el * (self.total - done) / max(done, 1)
+        print(f"  {self.label}: {100 * done / self.total:5.1f}% (t = {done * dt:g} of "
+              f"{self.total * dt:g}, {self.trials} trials), {rate:.2g} {name}/s, "
+              f"ETA {eta:.0f}s", file=self.stream, flush=True)
+
+    def finish(self):
+        if self.shown and self.stream is not None:
+            print(f"  {self.label}: done in {_time.perf_counter() - self.t0:.1f}s",
+                  file=self.stream, flush=True)
+
+
+CHUNK_SECONDS = 0.25     # target wall time of one sampling chunk (the latency of Ctrl-C)
+
+
+def _run_chunks(step_chunk, n_steps, every, dt, first_chunk, progress):
+    """Drive step_chunk(first, n, rec) over the run in chunks of whole records.
+
+    step_chunk(first, n, rec) advances every trial by n steps from step ``first`` and writes the
+    records rec … rec + n/every. Chunks are sized to take about CHUNK_SECONDS (the first is
+    ``first_chunk`` steps); between chunks a signal is acted on and progress reported. The
+    chunking never changes the numbers: each trial's state and random stream carry over exactly.
+    """
+    done, rec = 0, 0
+    chunk = max(every, (first_chunk // every) * every)
+    while done < n_steps:
+        n = min(chunk, n_steps - done)
+        t0 = _time.perf_counter()
+        step_chunk(done, n, rec)
+        elapsed = _time.perf_counter() - t0
+        done += n
+        rec += n // every
+        progress.update(done, dt)
+        interrupt.check("sampling")
+        grow = CHUNK_SECONDS / max(elapsed, 1e-4)
+        chunk = max(every, int(chunk * min(4.0, max(0.25, grow))) // every * every)
+    progress.finish()
+
+
 def sample_network(net, trials=100, time=100.0, seed=0, dt=None, record_every=None,
-                   inputs=(), save_neurons=False, z0=None, device="cpu", dtype="float64"):
+                   inputs=(), save_neurons=False, z0=None, device="cpu", dtype="float64",
+                   progress=None):
     """Simulate the network from x0 = M z0 + c; returns Trajectories of z = P (x − c).
 
     device: "cpu", "cuda" or "auto" (CUDA when a GPU is usable); the same seed gives the same
-    paths on either, up to rounding. dtype: "float64", or "float32" on CUDA.
+    paths on either, up to rounding. dtype: "float64", or "float32" on CUDA. progress: a text
+    stream for progress lines on long runs (None: silent). The run goes in chunks of a fraction
+    of a second: Ctrl-C stops it at the next chunk (raising interrupt.Interrupted).
     """
     if isinstance(net, (str, os.PathLike)):
         net = Network.load(net)
+    if not isinstance(net, Network):
+        raise DDMError(f"sample_network needs a Network or a model file, got {type(net).__name__}")
     device, why = resolve_device(device)
     if dtype not in ("float64", "float32"):
         raise DDMError(f"dtype must be float64 or float32, got {dtype!r}")
     if dtype == "float32" and device != "cuda":
         raise DDMError("float32 sampling is for the CUDA backend; the CPU backend computes in "
                        "float64 (leave --dtype at float64 or use --device cuda)")
-    trials = int(trials)
-    if trials < 1:
-        raise DDMError(f"trials must be >= 1, got {trials}")
+    trials = _count(trials, "trials")
     sysmeta = net.meta.get("system", {})
-    dt = float(dt if dt else sysmeta.get("dt", 0.01))
+    suggested = float(sysmeta.get("dt", 0.01))
+    dt = float(dt if dt else suggested)
     n_steps, every = _steps(time, dt, record_every)
+    if dt > net.tau:
+        raise DDMError(f"dt = {dt:g} is longer than the neurons' time constant τ = {net.tau:g}: "
+                       "Euler–Maruyama overshoots the leak −x/τ and the network blows up; use "
+                       f"--dt below τ (the model suggests {suggested:g})")
     T = n_steps // every + 1
     N, d, p = net.N, net.d, net.p
-    bytes_x = trials * T * N * 8 if save_neurons else 0
-    if bytes_x + trials * T * d * 8 > MAX_RECORD_BYTES:
-        raise DDMError(f"recording would take {(bytes_x + trials * T * d * 8) / 2**30:.1f} GiB; "
-                       "record less often (--record-every) or fewer trials")
+    bytes_rec = trials * T * (N if save_neurons else 0) * 8 + trials * T * d * 8
+    if bytes_rec > MAX_RECORD_BYTES:
+        raise DDMError(f"recording would take {bytes_rec / 2**30:.1f} GiB; record less often "
+                       "(--record-every), fewer trials or a shorter --time")
+    work = bytes_rec + 4 * trials * N * 8 + (N * N * 8 if net.mode == "full" else 0)
+    require(work, f"sampling {trials} trials of {N} neurons", "use fewer --trials or record "
+            "less often")
     schedule = [parse_input(s, p) if isinstance(s, str) else s for s in inputs]
-    U = input_array(schedule, p, n_steps + 1, dt)  # one row per step and the last record
+    check_schedule(schedule, n_steps * dt)
     domain = np.asarray(sysmeta.get("domain", [[-1.0, 1.0]] * d), dtype=float)
     z_init = _initial_latent(z0, trials, d, domain, seed)
-    x0 = np.ascontiguousarray(net.embed(z_init))
+    x = np.ascontiguousarray(net.embed(z_init))
     states = make_states(trials, seed)
     z_out = np.zeros((trials, T, d))
     x_out = np.zeros((trials, T, N) if save_neurons else (1, 1, 1))
-    blowup = np.full(trials, -1, dtype=np.int64)
     full = net.mode == "full"
     if device == "cuda":
         from .backends import cuda_simulate
         kernel = functools.partial(cuda_simulate.simulate_network, dtype=np.dtype(dtype).type)
     else:
         kernel = cpu.simulate_network
-    kernel(
-        x0, states, np.ascontiguousarray(net.M.T), net.c,
-        net.A if not full else np.zeros((d, N)), np.ascontiguousarray(net.W.T) if full
-        else np.zeros((1, 1)), full, net.b,
-        np.ascontiguousarray(net.B_in.T) if p else np.zeros((0, N)), U, net.S0, net.R,
-        bool(np.any(net.R != 0)), net.sigma_private, np.ascontiguousarray(net.P), dt, net.tau,
-        n_steps, every, z_out, x_out, bool(save_neurons), blowup)
-    _check_blowup(blowup, dt, "network")
+    weights = (np.ascontiguousarray(net.M.T), net.c,
+               net.A if not full else np.zeros((d, N)),
+               np.ascontiguousarray(net.W.T) if full else np.zeros((1, 1)), full, net.b,
+               np.ascontiguousarray(net.B_in.T) if p else np.zeros((0, N)))
+    noise = (net.S0, net.R, bool(np.any(net.R != 0)), net.sigma_private,
+             np.ascontiguousarray(net.P))
+    hint = _dt_hint(dt, suggested, "network")
+    scale = float(np.max(domain[:, 1] - domain[:, 0]))
+    bar = _Progress(progress, f"sampling the network ({device})", n_steps, trials,
+                    ("neuron-steps", N))
+
+    def step_chunk(first, n, rec):
+        Tc = n // every + 1
+        zc = np.empty((trials, Tc, d))
+        xc = np.empty((trials, Tc, N)) if save_neurons else np.zeros((1, 1, 1))
+        blowup = np.full(trials, -1, dtype=np.int64)
+        U = input_array(schedule, p, n + 1, dt, first)   # one row per step and the last record
+        kernel(x, states, *weights, U, *noise, dt, net.tau, n, every, zc, xc,
+               bool(save_neurons), blowup)
+        _check_blowup(np.where(blowup >= 0, blowup + first, -1), dt, "network", hint)
+        _diverged(zc, first * dt, every * dt, scale, "network", hint)
+        z_out[:, rec:rec + Tc] = zc
+        if save_neurons:
+            x_out[:, rec:rec + Tc] = xc
+
+    # the first chunk: about 0.1 s at a typical rate (3e8 neuron-steps/s low-rank, 3e7 full)
+    rate = 3e7 if full else 3e8
+    _run_chunks(step_chunk, n_steps, every, dt, int(0.1 * rate / (trials * N)) + 1, bar)
     meta = _common_meta("network", seed, dt, every, schedule)
     meta.update({"system": sysmeta, "N": N, "mode": net.mode, "device": device,
                  "device_reason": why, "dtype": dtype})
+    U_rec = inputs_at(schedule, p, np.arange(T) * every, dt) if p else None
     return Trajectories(np.arange(T) * every * dt, z_out, x_out if save_neurons else None,
-                        U[::every] if p else None, meta)
+                        U_rec, meta)
+
+
+def _count(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (
+            isinstance(value, float) and value.is_integer()):
+        raise DDMError(f"{name} must be a whole number, got {value!r}")
+    value = int(value)
+    if value < 1:
+        raise DDMError(f"{name} must be >= 1, got {value}")
+    return value
 
 
 def sample_target(system, trials=100, time=100.0, seed=0, dt=None, record_every=None,
-                  inputs=(), z0=None):
+                  inputs=(), z0=None, progress=None):
     """Simulate the target SDE itself (same seeds, same noise draws as sample_network)."""
     system = get_system(system)
-    trials = int(trials)
-    if trials < 1:
-        raise DDMError(f"trials must be >= 1, got {trials}")
+    trials = _count(trials, "trials")
     dt = float(dt if dt else system.dt)
     n_steps, every = _steps(time, dt, record_every)
     T = n_steps // every + 1
     d, m, p = system.d, system.m, system.p
+    if trials * T * d * 8 > MAX_RECORD_BYTES:
+        raise DDMError(f"recording would take {trials * T * d * 8 / 2**30:.1f} GiB; record less "
+                       "often (--record-every), fewer trials or a shorter --time")
+    require(trials * T * d * 8 + 8 * trials * d * (m + 4) * 8,
+            f"sampling {trials} trials of the target", "use fewer --trials")
     schedule = [parse_input(s, p) if isinstance(s, str) else s for s in inputs]
-    U = input_array(schedule, p, n_steps + 1, dt)  # one row per step and the last record
+    check_schedule(schedule, n_steps * dt)
     z = _initial_latent(z0, trials, d, system.domain, seed)
     states = make_states(trials, seed)
     xi = np.empty((trials, m))
     z_out = np.zeros((trials, T, d))
-    alive = np.ones(trials, dtype=bool)
-    blowup = np.full(trials, -1, dtype=np.int64)
     sqdt = np.sqrt(dt)
+    hint = _dt_hint(dt, system.dt, f"target {system.name}")
+    scale = float(np.max(system.domain[:, 1] - system.domain[:, 0]))
+    what = f"target {system.name}"
+    bar = _Progress(progress, f"sampling the target {system.name}", n_steps, trials,
+                    ("trial-steps", 1))
+    U = np.zeros((0, p))
     for step in range(n_steps + 1):
         if step % every == 0:
             z_out[:, step // every] = z
-            bad = alive & ~np.isfinite(z).all(axis=1)
+            bad = ~np.isfinite(z).all(axis=1)
             if bad.any():
-                blowup[bad] = step
-                _check_blowup(blowup, dt, f"target {system.name}")
+                blowup = np.where(bad, step, -1)
+                _check_blowup(blowup, dt, what, hint)
+            _diverged(z[:, None], step * dt, dt, scale, what, hint)
+            bar.update(step, dt)
+            interrupt.check("sampling the target")
         if step == n_steps:
             break
-        u = np.broadcast_to(U[step], (trials, p)) if p else None
+        if p:
+            if step % 4096 == 0:            # the inputs, a block of steps at a time
+                U = input_array(schedule, p, min(4096, n_steps + 1 - step), dt, step)
+            u = np.broadcast_to(U[step % 4096], (trials, p))
+        else:
+            u = None
         with np.errstate(all="ignore"):
-            f = np.asarray(system.drift(z, u), dtype=float)
-            g = np.asarray(system.diffusion(z), dtype=float)
+            f = user_call(f"system {system.name!r}'s drift", system.drift, z, u)
+            g = user_call(f"system {system.name!r}'s diffusion", system.diffusion, z)
+            f = np.asarray(f, dtype=float)
+            g = np.asarray(g, dtype=float)
         if f.shape != (trials, d) or g.shape != (trials, d, m):
             raise DDMError(f"system {system.name!r}: drift/diffusion returned shapes {f.shape}, "
                            f"{g.shape}; expected {(trials, d)}, {(trials, d, m)}")
         fill_normals(states, xi)
         with np.errstate(all="ignore"):
             z = z + f * dt + np.einsum("kam,km->ka", g, xi) * sqdt
+    bar.finish()
     meta = _common_meta("target", seed, dt, every, schedule)
-    meta["system"] = {"name": system.name, "spec": getattr(system, "spec", system.name),
-                      "params": system.params, "d": d, "m": m, "p": p}
-    return Trajectories(np.arange(T) * every * dt, z_out, None, U[::every] if p else None,
-                        meta)
+    meta["system"] = system.record()
+    U_rec = inputs_at(schedule, p, np.arange(T) * every, dt) if p else None
+    return Trajectories(np.arange(T) * every * dt, z_out, None, U_rec, meta)
 
 
-def target_of(net):
-    """The target system a model was fitted to (from its metadata)."""
+def target_of(net, system=None):
+    """The target system a model was fitted to, from its metadata — a built-in by name; a user's
+    own system only when the caller passes it (``system``: a spec or System), since opening a
+    file never imports or runs anything named inside it."""
     sysmeta = net.meta.get("system")
     if not sysmeta:
+        if system is not None:
+            return get_system(system)
         raise DDMError("this model's metadata names no target system")
-    if sysmeta.get("kind") == "data":
+    target = system_from_record(sysmeta, given=system)
+    if target is None:
         raise DDMError("this model was fitted to data with no known system behind it, so it "
                        "has no target SDE to sample or compare with (fit with --truth SYSTEM "
-                       "if the data came from one)")
-    return get_system(sysmeta.get("spec", sysmeta["name"]), **sysmeta.get("params", {}))
+                       "if the data came from one, or name one with --system)")
+    return target

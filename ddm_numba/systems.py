@@ -13,6 +13,7 @@ import importlib.util
 import math
 import os
 import sys
+import traceback
 
 import numpy as np
 
@@ -49,7 +50,29 @@ class System:
             if not math.isfinite(values[key]):
                 raise DDMError(f"parameter {key}={value!r} of system {self.name!r} is not finite")
         self.params = {k: float(v) for k, v in values.items()}
-        self.domain = np.asarray(self.domain, dtype=float).reshape(self.d, 2)
+        for key in ("d", "m", "p"):
+            value = getattr(self, key)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < \
+                    (0 if key == "p" else 1):
+                raise DDMError(f"system {self.name!r}: {key} must be a positive integer"
+                               f"{' (or 0)' if key == 'p' else ''}, got {value!r}")
+        try:
+            domain = np.asarray(self.domain, dtype=float)
+        except (TypeError, ValueError):
+            raise DDMError(f"system {self.name!r}: domain must be numbers, [[lo, hi]] per "
+                           "dimension") from None
+        if domain.shape != (self.d, 2):
+            raise DDMError(f"system {self.name!r}: domain has shape {domain.shape}, expected "
+                           f"({self.d}, 2): one [lo, hi] per latent dimension")
+        if not (np.all(np.isfinite(domain)) and np.all(domain[:, 0] < domain[:, 1])):
+            raise DDMError(f"system {self.name!r}: domain must be finite with lo < hi in each "
+                           f"dimension, got {domain.tolist()}")
+        self.domain = domain
+        for key in ("dt", "duration"):
+            value = getattr(self, key)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise DDMError(f"system {self.name!r}: {key} must be a positive number, "
+                               f"got {value!r}")
         self.check_params()
 
     def __getattr__(self, key):
@@ -74,6 +97,23 @@ class System:
         production); a user system declares itself linear by overriding this.
         """
         return None
+
+    def record(self):
+        """The system as model and trajectory files record it (``meta.system``): data only.
+
+        The one writer of that record; :func:`system_from_record` is the one reader. A built-in
+        is named by ``name``; a user's own system also keeps ``spec``, how it was named when
+        fitted, which a reader shows the user but never loads by itself.
+        """
+        rec = {"name": self.name, "builtin": self.is_builtin(), "params": dict(self.params),
+               "d": self.d, "m": self.m, "p": self.p, "domain": self.domain.tolist(),
+               "dt": float(self.dt), "duration": float(self.duration)}
+        if not rec["builtin"]:
+            rec["spec"] = getattr(self, "spec", None)
+        return rec
+
+    def is_builtin(self):
+        return BUILTIN.get(self.name) is type(self)
 
     def info(self):
         """A JSON-able description: what ``ddm systems --json`` prints."""
@@ -274,19 +314,103 @@ def _load_user_class(spec):
 
 
 def get_system(spec, **params):
-    """A system from a built-in name or a user spec, with parameters overridden by ``params``."""
+    """A system from a built-in name or a user spec, with parameters overridden by ``params``.
+
+    A spec naming a file or module imports it: that is the caller's explicit act, never
+    something a data file can ask for (see :func:`system_from_record`).
+    """
     if isinstance(spec, System):
         if params:
-            return type(spec)(**{**spec.params, **params})
+            system = type(spec)(**{**spec.params, **params})
+            if hasattr(spec, "spec"):
+                system.spec = spec.spec
+            return system
         return spec
+    if isinstance(spec, type) and issubclass(spec, System):
+        return user_call(f"system class {spec.__name__}", spec, **params)
+    if not isinstance(spec, str):
+        raise DDMError(f"a system is a built-in name ({', '.join(BUILTIN)}), 'file.py:NAME', "
+                       f"'package.module:NAME' or a ddm_numba.System; got "
+                       f"{type(spec).__name__}")
     if spec in BUILTIN:
         return BUILTIN[spec](**params)
     factory = _load_user_class(spec)
-    system = factory(**params)
+    if not callable(factory):
+        raise DDMError(f"{spec!r} names a {type(factory).__name__}, not a System subclass or a "
+                       "function that returns a System")
+    system = user_call(f"system {spec!r}", factory, **params)
     if not isinstance(system, System):
         raise DDMError(f"{spec!r} did not produce a ddm_numba.System (got {type(system).__name__})")
     system.spec = spec
     return system
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def user_call(what, fn, *args, **kwargs):
+    """fn(*args, **kwargs) for code the user wrote (a system's factory, drift, diffusion).
+
+    An exception becomes a DDMError that names it and shows the user's own traceback lines
+    (frames outside ddm_numba and numpy), not ours.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except DDMError:
+        raise
+    except Exception as exc:
+        frames = [fr for fr in traceback.extract_tb(exc.__traceback__)
+                  if not fr.filename.startswith(_PACKAGE_DIR)
+                  and f"{os.sep}numpy{os.sep}" not in fr.filename]
+        lines = "".join(traceback.format_list(frames[-5:])).rstrip()
+        raise DDMError(f"your {what} raised {type(exc).__name__}: {exc}"
+                       + (f"\n{lines}" if lines else "")) from None
+
+
+def system_from_record(record, given=None, what="this model"):
+    """The system a file's ``meta.system`` record names — never by running code from the file.
+
+    A built-in name resolves (with the recorded parameters, checked as numbers). A user's own
+    system is loaded only from ``given``, the caller's explicit choice (``--system``); the record
+    then only checks that it fits (same name and dimensions) and supplies the parameters.
+    Returns None when the record says the model came from data with no known system.
+    """
+    if not isinstance(record, dict):
+        raise DDMError(f"{what}: metadata key 'system' must be a JSON object, got "
+                       f"{type(record).__name__}")
+    name = record.get("name")
+    if record.get("kind") == "data" and given is None:
+        return None
+    if not isinstance(name, str) or not name:
+        raise DDMError(f"{what}: metadata 'system' has no valid 'name'")
+    params = record.get("params", {})
+    if not isinstance(params, dict):
+        raise DDMError(f"{what}: metadata 'system.params' must be a JSON object")
+    if given is not None:
+        system = get_system(given)
+        if record.get("kind") != "data":
+            if system.name != name:
+                raise DDMError(f"{what} was fitted to system {name!r}, but --system gives "
+                               f"{system.name!r}")
+            for key in ("d", "m", "p"):
+                if key in record and record[key] != getattr(system, key):
+                    raise DDMError(f"{what} was fitted to a system with {key} = {record[key]}, "
+                                   f"the given system has {key} = {getattr(system, key)}")
+            own = {k: v for k, v in params.items() if k in system.params}
+            if own:
+                system = get_system(system, **own)
+        return system
+    # a built-in: by name (older files wrote spec == name and no 'builtin' key)
+    builtin = record.get("builtin", record.get("spec", name) == name)
+    if builtin and name in BUILTIN:
+        return BUILTIN[name](**params)
+    spec = record.get("spec")
+    said = (f" (the file says it was named {spec!r}: check that before you pass it)"
+            if isinstance(spec, str) and spec else "")
+    raise DDMError(f"{what} was fitted to your own system {name!r}{said}. Files never load "
+                   "code by themselves: name the system explicitly with --system "
+                   "path/to/file.py:NAME or --system package.module:NAME (in Python: "
+                   "system=...)")
 
 
 def list_systems():
@@ -312,11 +436,13 @@ def evaluate(system, z, u=None):
     """Drift (K, d) and g (K, d, m) of the target at z, checked for shape and finiteness."""
     z = np.ascontiguousarray(z, dtype=float)
     K = z.shape[0]
-    f = np.asarray(system.drift(z, u), dtype=float)
+    f = _as_float(user_call(f"system {system.name!r}'s drift", system.drift, z, u), system,
+                  "drift")
     if f.shape != (K, system.d):
         raise DDMError(f"drift of system {system.name!r} returned shape {f.shape}, "
                        f"expected {(K, system.d)}")
-    g = np.asarray(system.diffusion(z), dtype=float)
+    g = _as_float(user_call(f"system {system.name!r}'s diffusion", system.diffusion, z),
+                  system, "diffusion")
     if g.shape != (K, system.d, system.m):
         raise DDMError(f"diffusion of system {system.name!r} returned shape {g.shape}, "
                        f"expected {(K, system.d, system.m)}")
@@ -327,4 +453,24 @@ def evaluate(system, z, u=None):
             raise DDMError(f"{what} of system {system.name!r} is not finite at z = "
                            f"{np.array2string(z[k], precision=4)} ({int(bad.sum())} of {K} "
                            "points); fix the system or shrink its domain")
+        big = np.abs(arr.reshape(K, -1)).max(axis=1) > MAX_MAGNITUDE
+        if big.any():
+            k = int(np.argmax(big))
+            raise DDMError(f"{what} of system {system.name!r} reaches "
+                           f"{np.abs(arr[k]).max():.3g} at z = "
+                           f"{np.array2string(z[k], precision=4)}: values beyond "
+                           f"{MAX_MAGNITUDE:g} overflow the fit's squares; check the parameters "
+                           "or rescale the system")
     return f, g
+
+
+# |f| or |g| beyond this overflows float64 in the losses' squares and sums (1e308 / K)
+MAX_MAGNITUDE = 1e100
+
+
+def _as_float(value, system, what):
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "fiub":
+        raise DDMError(f"{what} of system {system.name!r} returned {arr.dtype} values; "
+                       "it must return real numbers")
+    return arr.astype(float)

@@ -6,7 +6,7 @@
 Fit and sample it from the command line:
 
     ddm fit examples/my_system.py:VanDerPol --neurons 256 --out vdp.npz
-    ddm sample vdp.npz --out vdp_traj.npz --plot vdp.png
+    ddm sample vdp.npz --out vdp_traj.npz --plot vdp.png --system examples/my_system.py:VanDerPol
 
 or run this file, which runs those commands (plus `ddm sample --target` with the same seed and a
 small `ddm analyze`) through subprocess and writes the figures of merit as JSON and a figure:
@@ -120,10 +120,12 @@ def run(out_dir, quick=False):
         fit_args += ["--max-iter", "100"]
     _call(fit_args, log)
     common = ["--trials", str(trials), "--time", str(horizon), "--seed", "1", "--device", "cpu"]
-    _call(["sample", model, "--out", traj, "--plot", png] + common, log)
-    _call(["sample", model, "--target", "--out", ref] + common, log)
+    # a model file names its system but never loads code: the commands that need the target
+    # are told where it is (--system), as a user would
+    _call(["sample", model, "--out", traj, "--plot", png, "--system", spec] + common, log)
+    _call(["sample", model, "--target", "--out", ref, "--system", spec] + common, log)
     analysis = os.path.join(out_dir, "vdp_analysis")
-    _call(["analyze", model, "--out", analysis, "--trials", "20" if quick else "40",
+    _call(["analyze", model, "--system", spec, "--out", analysis, "--trials", "20" if quick else "40",
            "--time", "30" if quick else "50", "--grid", "60" if quick else "100"]
           + (["--no-figures"] if quick else []), log, check=False)
     # D = diag(0, sigma^2) is singular (noise on z2 only): entropy production is infinite for such

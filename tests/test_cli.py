@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from ddm_numba import load_model
+from ddm_numba.simulate import Trajectories
 from ddm_numba_cli.main import main
 
 
@@ -99,7 +100,12 @@ def test_user_system_from_file(run, tmp_path):
     net = load_model(model)
     assert net.meta["system"]["spec"] == f"{src}:Cubic"
     res = run("sample", model, "--target", "--trials", 2, "--time", 1, "--out", tmp_path / "t.npz")
+    assert res.exit_code == 1 and "--system" in res.output      # a file never loads code
+    res = run("sample", model, "--target", "--trials", 2, "--time", 1, "--out", tmp_path / "t.npz",
+              "--system", f"{src}:Cubic")
     assert res.exit_code == 0, res.output
+    # the parameters the model was fitted with come along (sigma=0.3, not the default)
+    assert Trajectories.load(tmp_path / "t.npz").meta["system"]["params"]["sigma"] == 0.3
     bad = tmp_path / "broken.npz"
     res = run("fit", f"{src}:Broken", "-N", 16, "--out", bad, "-q")
     assert res.exit_code == 1 and "drift of system 'cubic' is not finite" in res.output

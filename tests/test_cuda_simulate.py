@@ -40,6 +40,7 @@ def _network(g, N, d, m, p, R_scale):
 def _simulate(backend, net, x0, U, full, sigma_p, dt, tau, n_steps, every, seed, **options):
     """Call a backend's simulate_network as simulate.sample_network calls the CPU one."""
     trials, N = x0.shape
+    x0 = x0.copy()   # the kernels leave the final states in x0
     d, p = net["M"].shape[1], net["B_in"].shape[1]
     T = n_steps // every + 1
     states = make_states(trials, seed)

@@ -314,13 +314,15 @@ def parts_report(net, trials, time, seed, burn_in, dt, budget=4e9):
 # -- the whole analysis ------------------------------------------------------------------
 
 def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=None, figures=True,
-            lyapunov_time=None, progress=sys.stderr):
+            lyapunov_time=None, system=None, progress=sys.stderr):
     """Analyse a model (Network or path) and its target; write report.json and figures to out.
 
     trials, time, seed, dt: the sampling of network and target (same seeds, Euler–Maruyama at the
     system's step unless dt is given). Sample-based numbers (ensemble and trajectory e_p,
     distances, hops) carry the O(dt) bias of Euler–Maruyama: a smaller dt lowers it.
-    grid: Fokker–Planck cells per axis (d ≤ 2). Returns the report as a JSON-able dict.
+    grid: Fokker–Planck cells per axis (d ≤ 2). system: the target, when the model was fitted to
+    a user's own system (a spec such as "my.py:Cubic", or a System). Returns the report as a
+    JSON-able dict.
     """
     t_start = _time.perf_counter()
     net = load_model(model) if isinstance(model, (str, os.PathLike)) else model
@@ -329,10 +331,10 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
         if progress is not None:
             print(f"[{_time.perf_counter() - t_start:6.1f}s] {msg}", file=progress, flush=True)
 
-    try:
-        system = target_of(net)
-    except DDMError:
-        system = None
+    # a built-in target by name, a user's own only when given (files never run code); a model
+    # fitted to data with no known system is analyzed alone
+    system = None if (system is None and net.meta.get("system", {}).get("kind") == "data") \
+        else target_of(net, system)
     d = net.d
     if system is not None and system.d != d:
         raise DDMError(f"the model has d = {d} but its target {system.name} has d = {system.d}")

@@ -391,6 +391,8 @@ def _simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, 
     trial's path does not depend on the thread that runs it.
     Records z = P (x − c) at steps 0, every, 2·every, ... into z_out[i] (and x into x_out[i]).
     A trial whose state stops being finite is stopped; blowup[i] = the first bad step (else −1).
+    x0 is overwritten with the final states and ``states`` advanced, so calling again with them
+    continues the same paths (the sampler runs in chunks of steps: interruptible, with progress).
     """
     n_trials, N = x0.shape
     d = len(MT)
@@ -465,6 +467,8 @@ def _simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, 
                 _private_noise(states, tr, x, sigma_p * sqdt)
             for a in range(d):
                 latent[a] = 0.0
+        for i in range(N):        # the final state, so that a run can go on in chunks
+            x0[tr, i] = x[i]
     return blowup
 
 
@@ -551,4 +555,7 @@ def _simulate_full(x0, states, MT, c, WT, b, BinT, U, S0, R, has_R, sigma_p, P, 
                 x[i] = v
             if sigma_p > 0.0:
                 _private_noise(states, tr, x, sigma_p * sqdt)
+    for tr in prange(n_trials):   # the final state, so that a run can go on in chunks
+        for i in range(N):
+            x0[tr, i] = X[tr, i]
     return blowup

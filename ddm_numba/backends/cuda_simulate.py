@@ -359,6 +359,7 @@ def simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, s
         dev(BinT), dev(U), p, dev(S0), m, R_dev, bool(has_R), real(sigma_p), dev(P), real(dt),
         real(tau), real(np.sqrt(dt)), int(n_steps), int(every), d_z, d_x, bool(save_x), d_blowup)
     states[...] = d_states.copy_to_host()
+    x0[...] = x.copy_to_host()     # the final states: a run goes on in chunks, as on the CPU
     z_out[...] = d_z.copy_to_host()
     if save_x:
         x_out[...] = d_x.copy_to_host()
