@@ -278,7 +278,8 @@ def sample(model, out, trials, duration, seed, dt, record_every, inputs, save_ne
     from ddm_numba._jit import compile_notices
     from ddm_numba.network import atomic_write
     from ddm_numba.resources import human
-    from ddm_numba.simulate import sample_network, sample_target, target_of, parse_input
+    from ddm_numba.simulate import (MAX_RECORD_BYTES, run_steps, parse_input,
+                                    sample_network, sample_target, target_of)
     _check_out(out, "trajectory", ".npz", [("model", model)])
     if plot:
         _check_out(plot, "plot", ".png", [("model", model)], option="--plot")
@@ -296,9 +297,10 @@ def sample(model, out, trials, duration, seed, dt, record_every, inputs, save_ne
         raise click.BadParameter(str(exc), param_hint="--input") from None
     system = target_of(net, system_spec) if (target or plot or system_spec) else None
     step = dt or (system.dt if target else net.meta.get("system", {}).get("dt", 0.01))
-    n_rec = int(round(duration / step)) // (record_every or max(1, int(round(0.05 / step)))) + 1
+    n_steps, every = run_steps(duration, step, record_every or None)   # checks them too
+    n_rec = n_steps // every + 1
     size = trials * n_rec * (net.d + (net.N if save_neurons else 0)) * 8
-    if size > 100e6 and progress is not None:
+    if 100e6 < size <= MAX_RECORD_BYTES and progress is not None:
         click.echo(f"{out} will hold about {human(size)} ({trials} trials × {n_rec} records)",
                    err=True)
     kw = dict(trials=trials, time=duration, seed=seed, dt=dt or None,

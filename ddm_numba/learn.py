@@ -34,7 +34,7 @@ import scipy.linalg
 from . import __version__
 from .backends import cpu
 from .errors import DDMError
-from .matching import (Packer, _minimize, _number, diffusion_loss_grad, fit_memory,
+from .matching import (Packer, _minimize, _number, _tau, diffusion_loss_grad, fit_memory,
                        initial_embedding, relative_error)
 from .multistep import integrate, multistep_loss_grad
 from .network import Network
@@ -213,7 +213,7 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
             print(msg, file=progress, flush=True)
 
     N = _number(neurons, "neurons", 1, integer=True)
-    tau = _number(tau, "tau", 0, low_open=True)
+    tau = _tau(tau)
     seed = _number(seed, "seed", 0, 2**63 - 1, integer=True)
     if reg is not None:
         reg = _number(reg, "reg", 0)
@@ -239,7 +239,12 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
         keep = rng.choice(len(z0), max_pairs, replace=False)
         z0, z1 = z0[keep], z1[keep]
     dt = obs.dt
-    y, yv = (z1 - z0) / dt, (v1 - v0) / dt
+    with np.errstate(over="ignore"):
+        y, yv = (z1 - z0) / dt, (v1 - v0) / dt
+    if not (np.all(np.isfinite(y)) and np.all(np.isfinite(yv))) or \
+            max(np.abs(y).max(), np.abs(yv).max()) > 1e100:
+        raise DDMError(f"{obs.source}: the increments divided by the sampling interval "
+                       f"Δt = {dt:g} overflow; rescale the time stamps 't'")
     var = y.var(axis=0)
     lam = 1.0 / np.where(var > 0, var, 1.0)
     domain = _box(np.concatenate([z0, v0]))

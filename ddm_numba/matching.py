@@ -332,6 +332,19 @@ def _number(value, name, low=None, high=None, integer=False, low_open=False):
     return int(value) if integer else float(value)
 
 
+TAU_RANGE = (1e-6, 1e6)
+
+
+def _tau(tau):
+    """τ in the system's time units; far outside [1e-6, 1e6] the penalties (∝ 1/τ²) and the
+    decoders (∝ τ f) under- or overflow."""
+    tau = _number(tau, "tau", 0, low_open=True)
+    if not TAU_RANGE[0] <= tau <= TAU_RANGE[1]:
+        raise DDMError(f"tau = {tau:g} is outside [{TAU_RANGE[0]:g}, {TAU_RANGE[1]:g}] (in the "
+                       "system's time units); rescale time in the system instead")
+    return tau
+
+
 def fit_memory(N, d, p, K, mode):
     """Bytes a fit needs at its peak, roughly: Gram statistics and their solves (a few
     (N+1+p)² matrices), the samples, and for full connectivity a dozen N×N matrices."""
@@ -367,7 +380,7 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
         if mode != "full":
             raise DDMError("Dale's law needs full connectivity: use --mode full with --dale")
         _number(dale, "dale (the fraction of excitatory neurons)", 0, 1)
-    tau = _number(tau, "tau", 0, low_open=True)
+    tau = _tau(tau)
     sigma_private = _number(sigma_private, "sigma_private", 0)
     reg = _number(reg, "reg", 0)
     max_iter = _number(max_iter, "max_iter", 0, integer=True)

@@ -173,8 +173,11 @@ def read_npz(path, what):
         with np.load(path, allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
     except Exception as exc:  # zipfile.BadZipFile, ValueError (object arrays), EOFError, ...
+        reason = str(exc)
+        if len(reason) > 160:     # zipfile quotes raw header bytes: keep the message a line
+            reason = reason[:160] + " …"
         raise DDMError(f"{what} file {path!r} is not a readable .npz "
-                       f"(corrupted or truncated?): {exc}") from None
+                       f"(corrupted or truncated?): {type(exc).__name__}: {reason}") from None
 
 
 def _shape_error(key, got, want):
@@ -261,9 +264,9 @@ def read_meta(value, path, what):
 
 def check_system_meta(meta, path, d):
     """The fields of ``meta.system`` that sampling reads as numbers (domain, dt, duration)."""
-    sysmeta = meta.get("system")
-    if sysmeta is None:
+    if "system" not in meta:
         return
+    sysmeta = meta["system"]
     if not isinstance(sysmeta, dict):
         raise DDMError(f"{path}: metadata key 'system' must be a JSON object, got "
                        f"{type(sysmeta).__name__}")

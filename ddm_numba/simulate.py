@@ -178,7 +178,7 @@ class Trajectories:
 MAX_STEPS = 10**9          # per trial: beyond, a run takes hours; ask for a coarser step
 
 
-def _steps(time, dt, record_every):
+def run_steps(time, dt, record_every):
     """(n_steps, every): the run's Euler steps and the recording stride. The run never gets
     longer than asked: n_steps is rounded down to a whole number of records."""
     try:
@@ -340,7 +340,7 @@ def sample_network(net, trials=100, time=100.0, seed=0, dt=None, record_every=No
     sysmeta = net.meta.get("system", {})
     suggested = float(sysmeta.get("dt", 0.01))
     dt = float(dt if dt else suggested)
-    n_steps, every = _steps(time, dt, record_every)
+    n_steps, every = run_steps(time, dt, record_every)
     if dt > net.tau:
         raise DDMError(f"dt = {dt:g} is longer than the neurons' time constant τ = {net.tau:g}: "
                        "Euler–Maruyama overshoots the leak −x/τ and the network blows up; use "
@@ -420,7 +420,7 @@ def sample_target(system, trials=100, time=100.0, seed=0, dt=None, record_every=
     system = get_system(system)
     trials = _count(trials, "trials")
     dt = float(dt if dt else system.dt)
-    n_steps, every = _steps(time, dt, record_every)
+    n_steps, every = run_steps(time, dt, record_every)
     T = n_steps // every + 1
     d, m, p = system.d, system.m, system.p
     if trials * T * d * 8 > MAX_RECORD_BYTES:

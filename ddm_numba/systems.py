@@ -42,6 +42,9 @@ class System:
                            f"(its parameters: {known})")
         values = dict(self.params)
         for key, value in params.items():
+            if isinstance(value, (bool, np.bool_)):
+                raise DDMError(f"parameter {key}={value!r} of system {self.name!r} is not a "
+                               "number")
             try:
                 values[key] = float(value)
             except (TypeError, ValueError):

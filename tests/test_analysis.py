@@ -100,6 +100,7 @@ def test_nonequilibrium_targets_and_networks_circulate_counter_clockwise(name):
     assert circulation(sol_t) > 0 and circulation(sol_n) > 0
 
 
+@pytest.mark.slow
 def test_lorenz_fixed_points_ensemble_epr_and_lyapunov():
     """lorenz with 512 neurons: three fixed points for target and network, each network
     eigenvalue within 0.05 + 1% of its modulus of the target's (the wings' +0.094 keeps its sign);

@@ -14,6 +14,10 @@ quick run fits fewer neurons and averages over far less time:
   8% leaves room.
 """
 import json
+import pytest
+
+# the examples end to end (reduced): the long tier, `pytest -m slow`
+pytestmark = pytest.mark.slow
 
 
 def test_chaos_quick(tmp_path, load_example):

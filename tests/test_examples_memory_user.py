@@ -12,6 +12,9 @@ import sys
 
 import pytest
 
+# the examples end to end (reduced): the long tier, `pytest -m slow`
+pytestmark = pytest.mark.slow
+
 
 def test_associative_memory_quick(tmp_path, load_example):
     m = load_example("associative_memory").run(str(tmp_path), quick=True)

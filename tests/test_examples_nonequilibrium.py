@@ -8,6 +8,9 @@ import math
 
 import pytest
 
+# the examples end to end (reduced): the long tier, `pytest -m slow`
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def noneq(tmp_path_factory, load_example):

@@ -8,6 +8,10 @@ import json
 import math
 
 import numpy as np
+import pytest
+
+# the examples end to end (reduced): the long tier, `pytest -m slow`
+pytestmark = pytest.mark.slow
 
 
 def test_sequential_memory_quick(tmp_path, load_example):

@@ -30,6 +30,7 @@ def test_ou2d_from_data_drift_diffusion_and_stationary_covariance(ou_data):
     assert net.meta["system"]["name"] == "ou2d" and net.meta["training"]["from_data"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["double_well", "limit_cycle"])
 def test_recovery_from_fine_data(name):
     data = sample_target(name, trials=100, time=100, seed=5, dt=0.01, record_every=1)
