@@ -75,6 +75,7 @@ print(json.dumps({"paths": float(np.abs(a.z - b.z).max()), "device": b.meta["dev
 """
 
 
+@pytest.mark.slow
 def test_api_paths_to_the_cuda_kernels_under_the_simulator():
     """sample_network(device="cuda") and the fit's objective with samples on the device give the
     CPU's numbers (the kernels' own parity tests are in test_cuda_*.py; this checks the wiring)."""

@@ -98,6 +98,7 @@ def test_fit_from_data_cli_and_sampling_a_model_without_truth(tmp_path):
     assert res.exit_code == 2 and "--substeps" in res.output
 
 
+@pytest.mark.slow
 def test_adjoint_refinement_removes_the_bias_of_coarse_increments():
     """limit_cycle sampled every Δt = 0.2: one-step Euler targets are biased (the drift changes
     over Δt), so increment matching is visibly off; the RK4 shooting loss with its adjoint

@@ -290,7 +290,10 @@ def test_chunking_does_not_change_the_paths(monkeypatch, dw_model, mw_model, whi
 
 def _interrupt(cmd, sig, wait_for, cwd, timeout=240):
     """Start cmd, wait until its stderr shows wait_for, send sig; (code, seconds to exit, err)."""
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # the child gets SIGINT's default disposition, as a program started from a terminal has
+    # (a test runner started in the background passes on SIG_IGN, which Python then honours)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.set_blocking(proc.stderr.fileno(), False)
     err, t0 = b"", time.time()
     while wait_for.encode() not in err and proc.poll() is None and time.time() - t0 < timeout:
@@ -305,6 +308,7 @@ def _interrupt(cmd, sig, wait_for, cwd, timeout=240):
     return proc.returncode, time.time() - sent, (err + rest).decode()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_fit_keeps_the_best_state_and_resumes(tmp_path, sig):
     (tmp_path / "m.npz").write_bytes(b"previous")
@@ -322,6 +326,7 @@ def test_interrupted_fit_keeps_the_best_state_and_resumes(tmp_path, sig):
     assert net.meta["training"]["stages"]["lowrank"]["loss"] <= meta["loss"] * (1 + 1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_sample_writes_nothing(tmp_path, dw_model, sig):
     dw_model.save(tmp_path / "m.npz")
