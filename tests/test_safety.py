@@ -356,3 +356,20 @@ def test_warnings_are_one_line(tmp_path):
         code, out = cli("fit", "--data", _data(tmp_path, z), "--neurons", 8, "--out",
                         tmp_path / "m.npz", "-q")
     assert "Warning: " in out and "holds integers" in out and "warnings.warn" not in out
+
+
+def test_a_failing_analysis_changes_nothing_in_its_folder(tmp_path, dw_model, monkeypatch):
+    from ddm_numba import plotting
+    from ddm_numba.analysis import report
+    out = tmp_path / "rep"
+    report.analyze(dw_model, out, trials=4, time=5, progress=None)
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("figure failed")
+
+    monkeypatch.setattr(plotting, "figure_parts", broken)    # the last figure: others made
+    with pytest.raises(RuntimeError, match="figure failed"):
+        report.analyze(dw_model, out, trials=4, time=5, seed=3, progress=None)
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    assert not list(tmp_path.glob(".tmp-*"))

@@ -16,6 +16,8 @@ It returns a JSON-able dict; with ``out`` it also writes ``report.json`` and PNG
 """
 import json
 import os
+import shutil
+import tempfile
 import sys
 import time as _time
 
@@ -394,15 +396,24 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
     report["seconds"] = _time.perf_counter() - t_start
 
     if out is not None:
-        os.makedirs(out, exist_ok=True)
-        if figures:
-            say("figures")
-            from .. import plotting
-            report["figures"] = plotting.analysis_figures(
-                out, net, report, sp, target, nets, grids, traj_t, traj_n, part_trajs, burn_in,
-                box, fps_t, fps_n)
-        text = json.dumps(to_json(report), indent=1, sort_keys=True)
-        atomic_write(os.path.join(out, "report.json"), lambda fh: fh.write(text.encode()))
+        # all or nothing: the figures and report.json are made in a staging folder beside OUT
+        # and moved in only when all of them exist, so a failure changes nothing in OUT
+        parent = os.path.dirname(os.path.abspath(out))
+        stage = tempfile.mkdtemp(prefix=".tmp-analysis-", dir=parent)
+        try:
+            if figures:
+                say("figures")
+                from .. import plotting
+                report["figures"] = plotting.analysis_figures(
+                    stage, net, report, sp, target, nets, grids, traj_t, traj_n, part_trajs,
+                    burn_in, box, fps_t, fps_n)
+            text = json.dumps(to_json(report), indent=1, sort_keys=True)
+            atomic_write(os.path.join(stage, "report.json"), lambda fh: fh.write(text.encode()))
+            os.makedirs(out, exist_ok=True)
+            for name in sorted(os.listdir(stage)):
+                os.replace(os.path.join(stage, name), os.path.join(out, name))
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
     say("done")
     return to_json(report)
 
