@@ -25,6 +25,10 @@ import pytest
 
 from ddm_numba.rng import make_states
 
+# the CUDA simulator runs a thread-step in ~1 ms: these parity checks (25–50 s with their
+# subprocess) are in the full run (`pytest -m slow`, which .ci/run runs) to keep `pytest` < 5 min
+pytestmark = pytest.mark.slow
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
