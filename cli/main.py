@@ -45,8 +45,6 @@ def _check_out(path, what, suffix, inputs=(), option="--out"):
         raise click.BadParameter(f"{path!r} is a folder, not a file", param_hint=option)
     if not os.access(folder, os.W_OK | os.X_OK):
         raise click.BadParameter(f"folder {folder!r} is not writable", param_hint=option)
-    if os.path.exists(path) and not os.access(path, os.W_OK) and not os.access(folder, os.W_OK):
-        raise click.BadParameter(f"{path!r} cannot be replaced", param_hint=option)
     for name, source in inputs:
         if source and os.path.exists(source) and os.path.exists(path) and \
                 os.path.samefile(source, path):

@@ -23,15 +23,13 @@ STAGES = ("drift", "full W", "diffusion")
 
 
 class Checkpointer:
-    """Writes checkpoints to ``path`` (None: keeps only the latest snapshot in memory)."""
+    """Writes checkpoints of one fit to ``path``."""
 
     def __init__(self, path, meta):
         self.path, self.meta = path, dict(meta)
         self.last = time.perf_counter()
-        self.latest = None
 
     def save(self, stage, arrays, loss, iteration, force=False):
-        self.latest = (stage, arrays, loss, iteration)
         now = time.perf_counter()
         if self.path is None or not (force or now - self.last >= EVERY_S):
             return

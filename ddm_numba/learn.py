@@ -33,8 +33,8 @@ import scipy.linalg
 
 from . import __version__
 from .backends import cpu
-from .errors import DDMError
-from .matching import (Packer, _minimize, _number, _tau, diffusion_loss_grad, fit_memory,
+from .errors import DDMError, checked_number as _number
+from .matching import (Packer, _minimize, _tau, diffusion_loss_grad, fit_memory,
                        initial_embedding, relative_error)
 from .multistep import integrate, multistep_loss_grad
 from .network import Network

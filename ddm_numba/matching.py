@@ -15,7 +15,7 @@ from threadpoolctl import threadpool_limits
 
 from . import __version__, interrupt
 from .backends import cpu, resolve_device
-from .errors import DDMError
+from .errors import DDMError, checked_number as _number
 from .checkpoint import Checkpointer, check_resume, load_checkpoint
 from .network import Network
 from .resources import require
@@ -315,21 +315,6 @@ def _minimize(fun, x0, stage, max_iter, tol, progress, bounds=None, blas_threads
         print(f"  [{stage}] done: {res.nit} iterations, loss {res.fun:.4e}, "
               f"{info['seconds']:.1f}s ({res.message})", file=progress, flush=True)
     return res.x, info
-
-
-def _number(value, name, low=None, high=None, integer=False, low_open=False):
-    """A finite number within bounds, or a DDMError that names the argument."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise DDMError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if integer and not float(value).is_integer():
-        raise DDMError(f"{name} must be a whole number, got {value!r}")
-    if not math.isfinite(float(value)):
-        raise DDMError(f"{name} must be finite, got {value!r}")
-    if low is not None and (value <= low if low_open else value < low):
-        raise DDMError(f"{name} must be {'>' if low_open else '>='} {low:g}, got {value!r}")
-    if high is not None and value > high:
-        raise DDMError(f"{name} must be <= {high:g}, got {value!r}")
-    return int(value) if integer else float(value)
 
 
 TAU_RANGE = (1e-6, 1e6)

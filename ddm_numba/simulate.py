@@ -15,7 +15,7 @@ import numpy as np
 
 from . import __version__
 from .backends import cpu, resolve_device
-from .errors import DDMError
+from .errors import DDMError, checked_number
 from .network import Network, atomic_savez, check_system_meta, read_meta, read_npz
 from .rng import fill_normals, make_states
 from . import interrupt
@@ -88,32 +88,33 @@ def input_array(schedule, p, n_steps, dt, first=0):
 
     Step s uses u(t_s), t_s = s·dt; intervals are half-open [t0, t1) and may not overlap.
     """
+    _check_overlap(schedule)
     return inputs_at(schedule, p, first + np.arange(n_steps), dt)
 
 
 def inputs_at(schedule, p, steps, dt):
-    """u(t_s) (len(steps), p) at the given step indices s (t_s = s·dt)."""
+    """u(t_s) (len(steps), p) at the given step indices s (t_s = s·dt), for a schedule whose
+    intervals do not overlap."""
     U = np.zeros((len(steps), p))
     if not p or not schedule:
         return U
-    covered = np.zeros(len(steps), dtype=bool)
     t = np.asarray(steps) * dt
     for t0, t1, u in schedule:
-        active = (t >= t0 - 1e-12 * dt) & (t < t1 - 1e-12 * dt)
-        if np.any(covered & active):
-            raise DDMError(f"input intervals overlap near t = {t[covered & active][0]:g}")
-        covered |= active
-        U[active] = u
+        U[(t >= t0 - 1e-12 * dt) & (t < t1 - 1e-12 * dt)] = u
     return U
 
 
-def check_schedule(schedule, duration):
-    """Refuse overlapping intervals and intervals wholly outside the run [0, duration)."""
+def _check_overlap(schedule):
     spans = sorted((float(t0), float(t1)) for t0, t1, _ in schedule)
     for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
         if b0 < a1:
             raise DDMError(f"input intervals {a0:g}:{a1:g} and {b0:g}:{b1:g} overlap")
-    for t0, t1 in spans:
+    return spans
+
+
+def check_schedule(schedule, duration):
+    """Refuse overlapping intervals and intervals wholly outside the run [0, duration)."""
+    for t0, t1 in _check_overlap(schedule):
         if t1 <= 0 or t0 >= duration:
             raise DDMError(f"input interval {t0:g}:{t1:g} lies wholly outside the run "
                            f"[0, {duration:g}): it would have no effect; lengthen --time or "
@@ -289,6 +290,15 @@ class _Progress:
                   file=self.stream, flush=True)
 
 
+def _record_bytes(trials, T, width):
+    """Bytes of the recorded arrays (trials × T × width float64), refused beyond the cap."""
+    nbytes = trials * T * width * 8
+    if nbytes > MAX_RECORD_BYTES:
+        raise DDMError(f"recording would take {nbytes / 2**30:.1f} GiB; record less often "
+                       "(--record-every), fewer trials or a shorter --time")
+    return nbytes
+
+
 CHUNK_SECONDS = 0.25     # target wall time of one sampling chunk (the latency of Ctrl-C)
 
 
@@ -336,7 +346,7 @@ def sample_network(net, trials=100, time=100.0, seed=0, dt=None, record_every=No
     if dtype == "float32" and device != "cuda":
         raise DDMError("float32 sampling is for the CUDA backend; the CPU backend computes in "
                        "float64 (leave --dtype at float64 or use --device cuda)")
-    trials = _count(trials, "trials")
+    trials = checked_number(trials, "trials", 1, integer=True)
     sysmeta = net.meta.get("system", {})
     suggested = float(sysmeta.get("dt", 0.01))
     dt = float(dt if dt else suggested)
@@ -347,10 +357,7 @@ def sample_network(net, trials=100, time=100.0, seed=0, dt=None, record_every=No
                        f"--dt below τ (the model suggests {suggested:g})")
     T = n_steps // every + 1
     N, d, p = net.N, net.d, net.p
-    bytes_rec = trials * T * (N if save_neurons else 0) * 8 + trials * T * d * 8
-    if bytes_rec > MAX_RECORD_BYTES:
-        raise DDMError(f"recording would take {bytes_rec / 2**30:.1f} GiB; record less often "
-                       "(--record-every), fewer trials or a shorter --time")
+    bytes_rec = _record_bytes(trials, T, d + (N if save_neurons else 0))
     work = bytes_rec + 4 * trials * N * 8 + (N * N * 8 if net.mode == "full" else 0)
     require(work, f"sampling {trials} trials of {N} neurons", "use fewer --trials or record "
             "less often")
@@ -404,29 +411,16 @@ def sample_network(net, trials=100, time=100.0, seed=0, dt=None, record_every=No
                         U_rec, meta)
 
 
-def _count(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) and not (
-            isinstance(value, float) and value.is_integer()):
-        raise DDMError(f"{name} must be a whole number, got {value!r}")
-    value = int(value)
-    if value < 1:
-        raise DDMError(f"{name} must be >= 1, got {value}")
-    return value
-
-
 def sample_target(system, trials=100, time=100.0, seed=0, dt=None, record_every=None,
                   inputs=(), z0=None, progress=None):
     """Simulate the target SDE itself (same seeds, same noise draws as sample_network)."""
     system = get_system(system)
-    trials = _count(trials, "trials")
+    trials = checked_number(trials, "trials", 1, integer=True)
     dt = float(dt if dt else system.dt)
     n_steps, every = run_steps(time, dt, record_every)
     T = n_steps // every + 1
     d, m, p = system.d, system.m, system.p
-    if trials * T * d * 8 > MAX_RECORD_BYTES:
-        raise DDMError(f"recording would take {trials * T * d * 8 / 2**30:.1f} GiB; record less "
-                       "often (--record-every), fewer trials or a shorter --time")
-    require(trials * T * d * 8 + 8 * trials * d * (m + 4) * 8,
+    require(_record_bytes(trials, T, d) + 8 * trials * d * (m + 4) * 8,
             f"sampling {trials} trials of the target", "use fewer --trials")
     schedule = [parse_input(s, p) if isinstance(s, str) else s for s in inputs]
     check_schedule(schedule, n_steps * dt)
