@@ -13,7 +13,9 @@ written here as a user would, with the package's default fit options:
 - per coordinate: the relative error of the network's stationary std against run A's, and the
   total variation between network and target marginals (60 bins over the pooled 0.5–99.5 %
   range) against the *floor*: the same distance between the two target runs A and B. A ratio
-  TV / floor near 1 is as good as sampling can tell; the fidelity issue asks for at most 3.
+  TV / floor near 1 is as good as sampling can tell; the fidelity issue asks for at most 3;
+- the network trials that leave the box by more than half its width (none may: a network that
+  settles on an attractor the target lacks), and the fit's own self-check verdict.
 
 Only the package's public API is used. Prints a markdown table; --json keeps everything.
 """
@@ -110,9 +112,15 @@ def measure(name, neurons, trials, horizon, seed=0):
     burn = 0.1 * horizon
     ref_a = sample_target(system, seed=seed + 1, **kw).stationary(burn)
     ref_b = sample_target(system, seed=seed + 2, **kw).stationary(burn)
-    row = {"system": name, "N": neurons, "fit_s": fit_s, "e_f_box": net.meta["fit"]["e_f"]}
+    figs = net.meta["fit"]
+    check = net.meta.get("self_check", {})
+    row = {"system": name, "N": neurons, "fit_s": fit_s, "e_f_held_out": figs["e_f"],
+           "e_f_box": figs.get("e_f_box", figs["e_f"]), "self_check": check.get("verdict"),
+           "self_check_tv_ratio": check.get("tv_ratio_max"),
+           "self_check_problems": check.get("problems")}
     try:
-        zn = sample_network(net, seed=seed + 3, **kw).stationary(burn)
+        net_traj = sample_network(net, seed=seed + 3, **kw)
+        zn = net_traj.stationary(burn)
     except Exception as exc:        # a network that blows up is a result, not a crash
         row["error"] = str(exc)
         return row
@@ -127,6 +135,11 @@ def measure(name, neurons, trials, horizon, seed=0):
     floor = tv_marginals(ref_b, ref_a, lo, hi)
     row["tv"], row["tv_floor"] = tv.tolist(), floor.tolist()
     row["tv_over_floor"] = (tv / np.maximum(floor, 1e-12)).tolist()
+    lo_b, hi_b = system.domain[:, 0], system.domain[:, 1]
+    w = 0.5 * (hi_b - lo_b)
+    runs = net_traj.z
+    row["network_trials_leaving_box"] = int((~np.all((runs >= lo_b - w) & (runs <= hi_b + w),
+                                                     axis=2)).any(axis=1).sum())
     row["max_abs_z_network"] = float(np.abs(zn).max())
     row["max_abs_z_target"] = float(np.abs(np.concatenate([ref_a, ref_b])).max())
     return row
@@ -136,29 +149,33 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--neurons", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--trials", type=int, default=100)
     ap.add_argument("--time", type=float, default=0.0,
                     help="time per trial (0: the system's suggested duration, at most 1000)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     rows = []
-    print("| system | N | fit s | e_f box | e_f stationary | max std err | max TV/floor | note |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| system | N | fit s | e_f box | e_f held-out | e_f stationary | max std err | "
+          "max TV/floor | trials leaving box | verdict | self-check |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in args.systems.split(","):
         system = get_system(make(name))
         horizon = args.time or min(1000.0, system.duration)
-        row = measure(name, args.neurons, args.trials, horizon)
+        row = measure(name, args.neurons, args.trials, horizon, seed=args.seed)
         rows.append(row)
         if "error" in row:
-            print(f"| {name} | {row['N']} | {row['fit_s']:.1f} | {row['e_f_box']:.2g} | | | | "
-                  f"{row['error'][:80]} |", flush=True)
+            print(f"| {name} | {row['N']} | {row['fit_s']:.1f} | {row['e_f_box']:.2g} | | | | | |"
+                  f" {row['error'][:80]} | {row['self_check']} |", flush=True)
             continue
         std = max(abs(v) for v in row["std_rel_err"])
         ratio = max(row["tv_over_floor"])
-        verdict = "faithful" if std <= 0.05 and ratio <= 3 else "NOT faithful"
+        verdict = ("faithful" if std <= 0.05 and ratio <= 3 and
+                   row["network_trials_leaving_box"] == 0 else "NOT faithful")
         print(f"| {name} | {row['N']} | {row['fit_s']:.1f} | {row['e_f_box']:.2g} | "
-              f"{row['e_f_stationary']:.2g} | {100 * std:.1f} % | {ratio:.1f} | {verdict} |",
-              flush=True)
+              f"{row['e_f_held_out']:.2g} | {row['e_f_stationary']:.2g} | {100 * std:.1f} % | "
+              f"{ratio:.1f} | {row['network_trials_leaving_box']} | {verdict} | "
+              f"{row['self_check']} |", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"argv": sys.argv, "rows": rows}, fh, indent=1)

@@ -163,7 +163,9 @@ def _params(values):
 @click.option("--samples", default=0, type=click.IntRange(0),
               help="Training samples K (0: 6000·d up to 32768, at least 4 per decoder "
                    "unknown N + 1 + p, at most 65536).")
-@click.option("--max-iter", default=300, type=click.IntRange(0), help="L-BFGS-B iterations.")
+@click.option("--max-iter", default=None, type=click.IntRange(0),
+              help="L-BFGS-B iterations [default: 300 for N >= 256, 76800/N for smaller "
+                   "networks, at most 3000; with --data: 300].")
 @click.option("--reg", default=None, type=Finite(min=0),
               help="Ridge penalty on decoders, relative to the drift's scale [default: 1e-10; "
                    "with --data: chosen on held-out trials].")
@@ -180,10 +182,19 @@ def _params(values):
                    "and on Ctrl-C), to continue later with --resume.")
 @click.option("--resume", default=None, metavar="CKPT.npz",
               help="Continue a fit from a --checkpoint file (same system and settings).")
+@click.option("--visited", default=0.7, type=click.FloatRange(0, 1), show_default=True,
+              help="Fraction of the training states taken from the target's own runs (started "
+                   "in the box, after a burn-in); the rest is uniform over the box. 0: box only.")
+@click.option("--visit-runs", default=64, type=click.IntRange(1, 100000), show_default=True,
+              help="Target runs that collect the visited states (a third more are run for "
+                   "held-out states).")
+@click.option("--check-time", default=None, type=Finite(min=0),
+              help="Time per trial of the self-check that samples network and target after "
+                   "the fit [default: the system's duration, at most 10000 steps]; 0: no check.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def fit(system, data, substeps, holdout, state_noise, truth, neurons, out, params, mode, seed,
         tau, samples, max_iter, reg, fixed_embedding, dale, sigma_private, device, checkpoint,
-        resume, quiet):
+        resume, visited, visit_runs, check_time, quiet):
     """Train a network of N neurons whose latent drift and diffusion match SYSTEM, or (--data)
     observed trajectories of an unknown system.
 
@@ -217,7 +228,8 @@ def fit(system, data, substeps, holdout, state_noise, truth, neurons, out, param
     if data is not None:
         from ddm_numba.learn import fit_data
         net = fit_data(data, neurons, seed=seed, tau=tau, holdout=holdout, reg=reg,
-                       substeps=substeps, refine_iter=max_iter, state_noise=state_noise,
+                       substeps=substeps, refine_iter=300 if max_iter is None else max_iter,
+                       state_noise=state_noise,
                        truth=truth, progress=progress)
     else:
         target = get_system(system, **_params(params))
@@ -225,14 +237,30 @@ def fit(system, data, substeps, holdout, state_noise, truth, neurons, out, param
                           samples=samples or None, max_iter=max_iter,
                           reg=1e-10 if reg is None else reg, fixed_embedding=fixed_embedding,
                           dale=dale, sigma_private=sigma_private, progress=progress,
-                          device=device, checkpoint=checkpoint, resume=resume)
+                          device=device, checkpoint=checkpoint, resume=resume,
+                          visited=visited, visit_runs=visit_runs, self_check_time=check_time)
         if not quiet:
             click.echo(f"device: {net.meta['training']['device_reason']}", err=True)
     net.save(out)
-    figs = net.meta["fit"]
-    click.echo(f"wrote {out}: {net.mode} network, N={net.N}, d={net.d}; held-out "
-               + ", ".join(f"{k} = {v:.3g}" for k, v in figs.items()) +
-               f"; {net.meta['training']['seconds']:.1f}s")
+    click.echo(f"wrote {out}: {net.mode} network, N={net.N}, d={net.d}; "
+               f"{_fit_summary(net.meta)}; {net.meta['training']['seconds']:.1f}s")
+
+
+def _fit_summary(meta):
+    """The figures of fit a user should read first: held-out on the states the dynamics visits,
+    on the box apart, and the self-check's verdict."""
+    figs = meta.get("fit", {})
+    where = figs.get("held_out_on", "held-out states")
+    parts = [f"{k} = {figs[k]:.3g}" for k in ("e_f", "e_D", "off_manifold_rel")
+             if isinstance(figs.get(k), float)]
+    text = f"held-out ({where}): " + ", ".join(parts)
+    box = [f"{k[:-4]} = {figs[k]:.3g}" for k in ("e_f_box", "e_D_box") if k in figs]
+    if box and where != "box":
+        text += "; on the box: " + ", ".join(box)
+    check = meta.get("self_check")
+    if check:
+        text += f"; self-check: {check['verdict']}"
+    return text
 
 
 SYSTEM_HELP = ("The target, when MODEL was fitted to your own system: path/to/file.py:NAME or "

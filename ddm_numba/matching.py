@@ -13,12 +13,13 @@ import scipy.linalg
 import scipy.optimize
 from threadpoolctl import threadpool_limits
 
-from . import __version__, interrupt
+from . import __version__, interrupt, selfcheck
 from .backends import cpu, resolve_device
 from .errors import DDMError, checked_number as _number
 from .checkpoint import Checkpointer, check_resume, load_checkpoint
 from .network import Network
 from .resources import require
+from .measure import check_fraction, pick, visit
 from .systems import evaluate, get_system
 
 
@@ -253,12 +254,15 @@ def relative_error(pred, true):
 class _Progress:
     """Callback for L-BFGS-B: prints iteration, loss and time to a stream every few seconds."""
 
-    def __init__(self, stage, stream, every_s=2.0):
+    def __init__(self, stage, stream, every_s=2.0, rtol=0.0, window=10):
         self.stage, self.stream, self.every_s = stage, stream, every_s
         self.t0 = time.perf_counter()
         self.last = -1e9
         self.it = 0
         self.loss = float("nan")
+        self.rtol, self.window = rtol, window
+        self.history = []
+        self.converged = False
 
     def __call__(self, intermediate_result):
         self.it += 1
@@ -268,6 +272,16 @@ class _Progress:
             self.last = now
             print(f"  [{self.stage}] iter {self.it:5d}  loss {self.loss:.4e}  "
                   f"{now - self.t0:6.1f}s", file=self.stream, flush=True)
+        # A relative stopping rule. scipy's ftol tests (f_k − f_{k+1}) / max(|f_k|, |f_{k+1}|, 1)
+        # — absolute below a loss of 1, and our losses are O(e_f²) ≪ 1, so a fixed ftol stops
+        # a fit of loss 1e-8 early and one of loss 1 never. Stop instead when the loss fell by
+        # less than rtol per iteration, relative to itself, over the last `window` iterations.
+        self.history.append(self.loss)
+        if self.rtol > 0 and len(self.history) > self.window:
+            old = self.history[-1 - self.window]
+            if old - self.loss <= self.rtol * self.window * abs(self.loss):
+                self.converged = True
+                raise StopIteration
 
 
 def _minimize(fun, x0, stage, max_iter, tol, progress, bounds=None, blas_threads=1,
@@ -280,7 +294,7 @@ def _minimize(fun, x0, stage, max_iter, tol, progress, bounds=None, blas_threads
     the best point evaluated so far goes to ``checkpoint`` (checkpoint.Checkpointer) as the
     arrays ``snapshot(x)`` — periodically, and at once when interrupted.
     """
-    cb = _Progress(stage, progress)
+    cb = _Progress(stage, progress, rtol=tol)
     t0 = time.perf_counter()
     best = [math.inf, np.array(x0, dtype=float)]
 
@@ -297,8 +311,8 @@ def _minimize(fun, x0, stage, max_iter, tol, progress, bounds=None, blas_threads
         with threadpool_limits(limits=blas_threads, user_api="blas"):
             res = scipy.optimize.minimize(tracked, x0, jac=True, method="L-BFGS-B",
                                           bounds=bounds, callback=cb,
-                                          options={"maxiter": int(max_iter), "ftol": tol,
-                                                   "gtol": 1e-12, "maxcor": 20})
+                                          options={"maxiter": int(max_iter), "ftol": 0.0,
+                                                   "gtol": 0.0, "maxcor": 20})
     except interrupt.Interrupted as exc:
         exc.where = (f"the {stage} stage at iteration {cb.it}" +
                      (f" (best loss {best[0]:.4e})" if math.isfinite(best[0]) else ""))
@@ -309,11 +323,13 @@ def _minimize(fun, x0, stage, max_iter, tol, progress, bounds=None, blas_threads
     if not np.all(np.isfinite(res.x)):
         raise DDMError(f"{stage}: the optimizer produced non-finite parameters; "
                        "try a smaller --reg or fewer --neurons")
+    message = (f"converged: relative decrease below {tol:g} per iteration over the last "
+               f"{cb.window}" if cb.converged else str(res.message))
     info = {"iterations": int(res.nit), "evaluations": int(res.nfev), "loss": float(res.fun),
-            "seconds": time.perf_counter() - t0, "message": str(res.message)}
+            "seconds": time.perf_counter() - t0, "message": message}
     if progress is not None:
         print(f"  [{stage}] done: {res.nit} iterations, loss {res.fun:.4e}, "
-              f"{info['seconds']:.1f}s ({res.message})", file=progress, flush=True)
+              f"{info['seconds']:.1f}s ({message})", file=progress, flush=True)
     return res.x, info
 
 
@@ -330,6 +346,47 @@ def _tau(tau):
     return tau
 
 
+def _joint_drift(data, params, reg_joint, max_iter, tol, progress, device, ckpt, stage="drift"):
+    """Joint L-BFGS-B over decoders and embedding (low-rank), from params = (A, b_z, B_z, M, c)."""
+    A, b_z, B_z, M, c = params
+    d, N = A.shape
+    p = data.p
+    packer = lowrank_packer(N, d, p, train_embedding=True)
+    # L-BFGS-B is not scale invariant: optimize in units where each block is O(1)
+    scale = packer.pack({"A": np.full((d, N), max(np.abs(A).std(), 1e-3)),
+                         "b_z": np.full(d, max(np.abs(A).std(), 1e-3)),
+                         "B_z": np.full((d, p), max(np.abs(B_z).std(), 1e-3) if p else 1.0),
+                         "M": np.tile(np.abs(M).std(axis=0), (N, 1)),
+                         "c": np.full(N, 1.0)})
+    device_data = None
+    if device == "cuda":
+        from .backends import cuda_loss
+        device_data = cuda_loss.DeviceDriftData(data.z, data.u, data.f, data.lam)
+
+    def objective(x):
+        loss, grad = lowrank_loss_grad(x * scale, packer, data, reg_joint,
+                                       device_data=device_data)
+        return loss, grad * scale
+
+    def snapshot(x):
+        arrays = packer.unpack(x * scale)
+        arrays.setdefault("B_z", np.zeros((d, p)))
+        return arrays
+
+    x0 = packer.pack({"A": A, "b_z": b_z, "B_z": B_z, "M": M, "c": c}) / scale
+    x, info = _minimize(objective, x0, stage, max_iter, tol, progress, snapshot=snapshot,
+                        checkpoint=ckpt)
+    prm = packer.unpack(x * scale)
+    return (prm["A"], prm["b_z"], prm.get("B_z", B_z), prm["M"], prm["c"]), info
+
+
+def default_iterations(N):
+    """L-BFGS-B iterations for N neurons: 300 from N = 256 up, more for smaller networks, so the
+    work N × iterations stays about the same (each evaluation costs ∝ K N). Small networks need
+    them: lorenz at 24 neurons reaches e_f 0.018 after 300 iterations, 0.008 after 1000."""
+    return int(min(3000, max(300, 76800 // max(int(N), 1))))
+
+
 def fit_memory(N, d, p, K, mode):
     """Bytes a fit needs at its peak, roughly: Gram statistics and their solves (a few
     (N+1+p)² matrices), the samples, and for full connectivity a dozen N×N matrices."""
@@ -341,9 +398,10 @@ def fit_memory(N, d, p, K, mode):
 
 
 def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
-        test_samples=4096, max_iter=300, tol=1e-12, reg=1e-10, fixed_embedding=False,
+        test_samples=4096, max_iter=None, tol=1e-6, reg=1e-10, fixed_embedding=False,
         dale=None, sigma_private=0.0, perp_weight=1.0, progress=sys.stderr, device="cpu",
-        checkpoint=None, resume=None):
+        checkpoint=None, resume=None, visited=0.7, visit_runs=64, self_check_time=None,
+        revisit=1):
     """Train a network whose latent drift and diffusion match ``system`` (DESIGN.md §5).
 
     Returns the Network; its ``meta["fit"]`` holds the figures of fit on held-out samples.
@@ -352,6 +410,18 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
     ``checkpoint``: a path where the best parameters so far are kept while the optimizer runs
     (every 30 s, and at once on Ctrl-C/SIGTERM, which raise interrupt.Interrupted between
     evaluations); ``resume``: such a checkpoint, to continue from (same system and settings).
+
+    Training measure (measure.py): a fraction ``visited`` of the K training states comes from
+    ``visit_runs`` target runs started uniformly in the box (after a burn-in), the rest is
+    uniform over the box; Λ and the held-out e_f, e_D are taken on states of separate target runs
+    (``meta["fit"]``: e_f, e_D, per-component e_f; the box figures as e_f_box, e_D_box).
+    ``max_iter``: None follows N (default_iterations); ``tol``: the optimizer stops when the loss
+    falls by less than this, relative, per iteration (over 10 iterations).
+    ``self_check_time``: time per trial of the self-check (selfcheck.py) that samples network and
+    target after the fit and stores its verdict in ``meta["self_check"]`` (None: the default
+    length; 0: no check). A verdict other than faithful is also a FitWarning. ``revisit``:
+    rounds of refitting (low-rank) with the states the network visits and the target does not,
+    while the self-check says not faithful.
     """
     device, device_reason = resolve_device(device)
     system = get_system(system)
@@ -366,9 +436,16 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
             raise DDMError("Dale's law needs full connectivity: use --mode full with --dale")
         _number(dale, "dale (the fraction of excitatory neurons)", 0, 1)
     tau = _tau(tau)
+    visited = check_fraction(visited)
+    visit_runs = _number(visit_runs, "visit_runs", 0, 100000, integer=True)
+    revisit = _number(revisit, "revisit", 0, 10, integer=True)
+    if self_check_time is not None:     # None: the default length; 0: no self-check
+        self_check_time = _number(self_check_time, "self_check_time", 0)
     sigma_private = _number(sigma_private, "sigma_private", 0)
     reg = _number(reg, "reg", 0)
-    max_iter = _number(max_iter, "max_iter", 0, integer=True)
+    max_iter = default_iterations(N) if max_iter is None else _number(max_iter, "max_iter", 0,
+                                                                     integer=True)
+    tol = _number(tol, "tol", 0)
     seed = _number(seed, "seed", 0, 2**63 - 1, integer=True)
     test_samples = _number(test_samples, "test_samples", 16, integer=True)
     unknowns = N + 1 + p          # decoder unknowns per latent dimension
@@ -395,16 +472,21 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
             f", loss {rmeta.get('loss', float('nan')):.4e}")
         start["stage"] = rmeta["stage"]
 
-    # 1. samples: training and held-out, uniform over the domain
-    z, u = sample_domain(system, K, rng)
-    z_test, u_test = sample_domain(system, int(test_samples), rng)
+    # 1. samples (measure.py): a mixture of the box and the target's own states, training and
+    # held-out from different runs; Λ from the drift's spread where the dynamics lives
+    measure = training_measure(system, K, int(test_samples), visited, visit_runs, rng, say)
+    z, u, z_test, u_test = measure["z"], measure["u"], measure["z_test"], measure["u_test"]
     f, g = evaluate(system, z, u if p else None)
     f_test, g_test = evaluate(system, z_test, u_test if p else None)
-    var = f.var(axis=0)
+    zb, ub = measure["z_box"], measure["u_box"]
+    fb, gb = evaluate(system, zb, ub if p else None)
+    n_vis = measure["n_visited"]
+    spread = f[K - n_vis:] if n_vis >= 2 else f
+    var = spread.var(axis=0)
     lam = 1.0 / np.where(var > 0, var, 1.0)
     data = DriftData(z, u, f, lam, tau)
-    say(f"fit {system.name}: N={N}, d={d}, mode={mode}, K={K} training / {len(z_test)} held-out "
-        f"samples, seed={seed}")
+    say(f"fit {system.name}: N={N}, d={d}, mode={mode}, K={K} training samples ({n_vis} on the "
+        f"target's own states), {len(z_test)} held-out, seed={seed}")
 
     # 2. embedding and ridge decoders. The penalty λ_A ‖A‖²_F gets λ_A = reg · mean(Λ) / τ²:
     # A carries τ f, so this makes `reg` dimensionless (the same for a drift of size 1 or 1000).
@@ -428,35 +510,8 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
         A, b_z, B_z = ridge_decoders(data, M, c, reg_joint)
     # 3. joint L-BFGS-B over decoders and embedding (low-rank)
     if not fixed_embedding and (start is None or start["stage"] == "drift"):
-        packer = lowrank_packer(N, d, p, train_embedding=True)
-        # L-BFGS-B is not scale invariant: optimize in units where each block is O(1)
-        scale = packer.pack({"A": np.full((d, N), max(np.abs(A).std(), 1e-3)),
-                             "b_z": np.full(d, max(np.abs(A).std(), 1e-3)),
-                             "B_z": np.full((d, p), max(np.abs(B_z).std(), 1e-3) if p else 1.0),
-                             "M": np.tile(np.abs(M).std(axis=0), (N, 1)),
-                             "c": np.full(N, 1.0)})
-
-        device_data = None
-        if device == "cuda":
-            from .backends import cuda_loss
-            device_data = cuda_loss.DeviceDriftData(data.z, data.u, data.f, data.lam)
-
-        def objective(x):
-            loss, grad = lowrank_loss_grad(x * scale, packer, data, reg_joint,
-                                           device_data=device_data)
-            return loss, grad * scale
-
-        def snapshot(x):
-            arrays = packer.unpack(x * scale)
-            arrays.setdefault("B_z", np.zeros((d, p)))
-            return arrays
-
-        x0 = packer.pack({"A": A, "b_z": b_z, "B_z": B_z, "M": M, "c": c}) / scale
-        x, stages["lowrank"] = _minimize(objective, x0, "drift", max_iter, tol, progress,
-                                         snapshot=snapshot, checkpoint=ckpt)
-        prm = packer.unpack(x * scale)
-        A, b_z, M, c = prm["A"], prm["b_z"], prm["M"], prm["c"]
-        B_z = prm.get("B_z", B_z)
+        (A, b_z, B_z, M, c), stages["lowrank"] = _joint_drift(
+            data, (A, b_z, B_z, M, c), reg_joint, max_iter, tol, progress, device, ckpt)
     if reg_A != reg_joint:
         A, b_z, B_z = ridge_decoders(data, M, c, reg_A)
         stages["decoders"] = {"reg": reg}
@@ -507,8 +562,48 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
     S0, R, stages["diffusion"] = fit_diffusion(system, net, z, g, reg, max_iter, tol, progress)
     net.S0, net.R = S0, R
 
-    # 6. figures of fit on held-out samples
+    # 6. the self-check (selfcheck.py): sample network and target; where the network is not
+    # faithful, add the states it visits that the target does not and refit from where it is
+    # (so spurious attractors are trained away), keeping the refit only if it checks better
+    check, far = None, []
+    if self_check_time != 0:
+        check = _self_check(system, net, measure, seed, self_check_time, say, far)
+    for round_ in range(revisit if mode == "lowrank" and not fixed_embedding else 0):
+        if check is None or check["verdict"] != "not faithful":
+            break
+        extra = far[-1][: K // 4] if far else np.zeros((0, d))
+        say(f"revisit {round_ + 1}: adding {len(extra)} states the network visits and the "
+            "target does not, and refitting")
+        _, ue = sample_domain(system, len(extra), rng)
+        fe, ge = evaluate(system, extra, ue if p else None)
+        z2, u2 = np.concatenate([z, extra]), np.concatenate([u, ue])
+        f2, g2 = np.concatenate([f, fe]), np.concatenate([g, ge])
+        data2 = DriftData(z2, u2, f2, lam, tau)
+        (A2, b2, B2, M2, c2), info = _joint_drift(
+            data2, (net.A, net.b_z, net.B_z, net.M, net.c), reg_joint, max_iter, tol, progress,
+            device, None, stage=f"revisit {round_ + 1}")
+        if reg_A != reg_joint:
+            A2, b2, B2 = ridge_decoders(data2, M2, c2, reg_A)
+        net2 = Network(tau, M2, c2, M2 @ b2 + c2, net.S0, net.R, sigma_private, A=A2,
+                       B_in=M2 @ B2 if p else None)
+        net2.S0, net2.R, _ = fit_diffusion(system, net2, z2, g2, reg, max_iter, tol, progress)
+        check2 = _self_check(system, net2, measure, seed, self_check_time, say, far)
+        kept = (check2["verdict"] == "faithful" or
+                check2.get("tv_ratio_max", math.inf) < check.get("tv_ratio_max", math.inf))
+        info.update(added_states=int(len(extra)), kept=bool(kept),
+                    verdict=check2["verdict"], tv_ratio_max=check2.get("tv_ratio_max"))
+        stages[f"revisit {round_ + 1}"] = info
+        if not kept:
+            break
+        net, check, z, u, f, g = net2, check2, z2, u2, f2, g2
+    if check is not None and check["verdict"] == "not faithful":
+        warnings.warn(selfcheck.describe(check), FitWarning, stacklevel=2)
+
+    # 7. figures of fit on held-out samples: where the dynamics lives, and on the box apart
     figures = figures_of_fit(system, net, z_test, u_test if p else None, f_test, g_test)
+    box = figures_of_fit(system, net, zb, ub if p else None, fb, gb)
+    figures.update({k + "_box": v for k, v in box.items() if not k.endswith("_components")})
+    figures["held_out_on"] = measure["held_out_on"]
     figures["e_f_train"] = relative_error(net.latent_drift(z, u if p else None), f)
     if figures["e_f"] > max(0.05, 10 * figures["e_f_train"]):
         warnings.warn(f"the network fits its {K} training samples (e_f {figures['e_f_train']:.3g}"
@@ -520,21 +615,88 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
         "training": {"mode": mode, "neurons": N, "seed": seed, "tau": tau, "samples": K,
                      "test_samples": int(test_samples), "max_iter": max_iter, "tol": tol,
                      "reg": reg, "fixed_embedding": bool(fixed_embedding), "dale": dale,
+                     "visited": visited, "visit_runs": visit_runs, "revisit": revisit,
                      "sigma_private": sigma_private, "perp_weight": perp_weight,
                      "device": device, "device_reason": device_reason,
+                     "measure": measure["summary"],
                      "stages": stages, "seconds": time.perf_counter() - t_start},
         "fit": figures,
         "version": __version__,
     })
-    say("figures of fit (held-out): " + ", ".join(f"{k} = {v:.3g}" for k, v in figures.items()))
+    if check is not None:
+        net.meta["self_check"] = check
+    say("figures of fit (held-out, " + figures["held_out_on"] + "): " +
+        ", ".join(f"{k} = {v:.3g}" for k, v in figures.items() if isinstance(v, float)))
     return net
+
+
+def _self_check(system, net, measure, seed, check_time, say, far):
+    """selfcheck.self_check from the held-out runs' last states (on the attractor); the network
+    states far from the target's go to the list ``far``."""
+    ends = measure["ends"]
+    if ends is None or len(ends) == 0:
+        vis = visit(system, selfcheck.TRIALS, seed ^ 0x5E1F)
+        ends = vis.ends() if len(vis.z) else None
+    if ends is None or len(ends) == 0:
+        say("self-check: skipped (every target run from the box escaped)")
+        return {"verdict": "unchecked", "problems": ["every target run from the box escaped"]}
+    say(f"self-check: sampling network and target ({selfcheck.TRIALS} trials × "
+        f"{check_time or selfcheck.check_time(system):g} time units) ...")
+    check = selfcheck.self_check(system, net, ends, seed, time=check_time, states=far)
+    say(selfcheck.describe(check) + f" [{check['seconds']:.1f}s]")
+    return check
+
+
+def training_measure(system, K, K_test, fraction, runs, rng, say):
+    """Training and held-out states (measure.py): K·fraction training states from target runs
+    started in the box (3 runs of 4 for training, the 4th for held-out states), the rest uniform
+    over the box; K_test held-out states from the visited runs and K_test more from the box."""
+    z_box, u_box = sample_domain(system, K_test, rng)
+    n_vis = int(round(fraction * K)) if runs else 0
+    vis = None
+    held_out_on = "box"
+    if n_vis:
+        n_runs = int(runs)
+        vis = visit(system, n_runs + max(1, n_runs // 3), int(rng.integers(2**62)))
+        kept = len(vis.z)
+        if vis.escaped:
+            say(f"  {vis.escaped} of {vis.started} target runs from box points escaped the box "
+                "and were dropped")
+        if kept < 2:
+            warnings.warn(f"all but {kept} of {vis.started} target runs from box points escaped "
+                          "the box: training on the box alone; give the states yourself "
+                          "(visited=) or shrink the box", FitWarning, stacklevel=3)
+            n_vis = 0
+    n_train_runs = 0
+    if n_vis:
+        n_train_runs = max(1, (3 * kept) // 4)
+        z_vis = pick(vis.pooled(slice(0, n_train_runs)), n_vis, rng)
+        z_test = pick(vis.pooled(slice(n_train_runs, None)), K_test, rng)
+        held_out_on = "visited states of separate target runs"
+    z_uni, u_uni = sample_domain(system, K - n_vis, rng)
+    if n_vis:
+        _, u_vis = sample_domain(system, n_vis, rng)
+        _, u_test = sample_domain(system, K_test, rng)
+        z = np.concatenate([z_uni, z_vis])
+        u = np.concatenate([u_uni, u_vis])
+    else:
+        z, u = z_uni, u_uni
+        z_test, u_test = sample_domain(system, K_test, rng)
+    summary = {"visited_fraction": n_vis / K, "box_fraction": 1 - n_vis / K}
+    if vis is not None:
+        summary.update(vis.summary(system.domain), training_runs=n_train_runs)
+    return {"z": z, "u": u, "z_test": z_test, "u_test": u_test, "z_box": z_box, "u_box": u_box,
+            "n_visited": n_vis, "held_out_on": held_out_on, "summary": summary,
+            "ends": vis.ends(slice(n_train_runs, None)) if n_vis else None}
 
 
 def figures_of_fit(system, net, z, u, f, g):
     """e_f, e_D (DESIGN.md §4) on the given samples, and the off-manifold drift of full models."""
     D = np.einsum("kam,kbm->kab", g, g)
-    out = {"e_f": relative_error(net.latent_drift(z, u), f),
-           "e_D": relative_error(net.latent_diffusion(z), D)}
+    fn = net.latent_drift(z, u)
+    out = {"e_f": relative_error(fn, f),
+           "e_D": relative_error(net.latent_diffusion(z), D),
+           "e_f_components": [relative_error(fn[:, a], f[:, a]) for a in range(f.shape[1])]}
     if net.mode == "full":
         Fp = net.off_manifold_drift(z, u)
         out["off_manifold_rel"] = math.sqrt(float(np.sum(Fp ** 2)) / float(np.sum(f ** 2)))

@@ -244,6 +244,21 @@ def _diverged(z, t0, dt_rec, scale, what, hint):
 DIVERGED = 1e6   # |z| beyond this many box sizes counts as a blow-up
 
 
+def _escape_error(what, bad, step, dt, z_start, left_box, lo, hi, hint):
+    """A target trial ran away: say from where, and whether it had left the box long before
+    (the dynamics escaping, not the step) or blew up inside it (the step)."""
+    tr = int(np.flatnonzero(bad)[0])
+    start = ", ".join(f"{v:.3g}" for v in z_start[tr])
+    n = int(bad.sum())
+    if 0 <= left_box[tr] < step and "smaller --dt" not in hint:   # at a sensible step
+        raise DDMError(
+            f"{what}: trial {tr}, started at ({start}), left the box at t = "
+            f"{left_box[tr] * dt:g} and ran off to infinity by t = {step * dt:g} ({n} trial(s) "
+            f"in all). The dynamics escapes from there, not the step: start inside the basin "
+            f"that stays bounded (z0, --z0) or check the box (domain)")
+    _check_blowup(np.where(bad, step, -1), dt, what, hint)
+
+
 def _common_meta(kind, seed, dt, every, schedule):
     return {"kind": kind, "seed": seed, "dt": dt, "record_every": every,
             "inputs": [[t0, t1, list(map(float, u))] for t0, t1, u in schedule],
@@ -412,8 +427,15 @@ def sample_network(net, trials=100, time=100.0, seed=0, dt=None, record_every=No
 
 
 def sample_target(system, trials=100, time=100.0, seed=0, dt=None, record_every=None,
-                  inputs=(), z0=None, progress=None):
-    """Simulate the target SDE itself (same seeds, same noise draws as sample_network)."""
+                  inputs=(), z0=None, progress=None, drop_escaped=None):
+    """Simulate the target SDE itself (same seeds, same noise draws as sample_network).
+
+    A trial that leaves the box far behind (or goes non-finite) is an error that names where it
+    started and when it left the box, unless ``drop_escaped`` is a margin in box widths: then a
+    trial farther than that outside the box is stopped there, its records from then on are NaN,
+    and ``meta["escaped"]`` lists (trial, t) of each — how the training measure collects the
+    target's own states from box points, some of which (Rössler's corners) run off to infinity.
+    """
     system = get_system(system)
     trials = checked_number(trials, "trials", 1, integer=True)
     dt = float(dt if dt else system.dt)
@@ -435,14 +457,31 @@ def sample_target(system, trials=100, time=100.0, seed=0, dt=None, record_every=
     bar = _Progress(progress, f"sampling the target {system.name}", n_steps, trials,
                     ("trial-steps", 1))
     U = np.zeros((0, p))
+    lo, hi = system.domain[:, 0], system.domain[:, 1]
+    width = hi - lo
+    z_start = z.copy()
+    left_box = np.full(trials, -1)            # the first record at which a trial was outside
+    escaped = np.full(trials, -1)             # drop_escaped: the record at which it was stopped
     for step in range(n_steps + 1):
         if step % every == 0:
-            z_out[:, step // every] = z
-            bad = ~np.isfinite(z).all(axis=1)
-            if bad.any():
-                blowup = np.where(bad, step, -1)
-                _check_blowup(blowup, dt, what, hint)
-            _diverged(z[:, None], step * dt, dt, scale, what, hint)
+            with np.errstate(invalid="ignore"):
+                outside = ~np.all((z >= lo) & (z <= hi), axis=1)
+            left_box[(left_box < 0) & outside] = step
+            if drop_escaped is not None:
+                with np.errstate(invalid="ignore"):
+                    far = ~np.all((z >= lo - drop_escaped * width) &
+                                  (z <= hi + drop_escaped * width), axis=1)
+                new = far & (escaped < 0)
+                escaped[new] = step
+                z[escaped >= 0] = 0.5 * (lo + hi)   # kept evaluable; recorded as NaN
+                z_out[:, step // every] = np.where((escaped >= 0)[:, None], np.nan, z)
+            else:
+                z_out[:, step // every] = z
+                bad = ~np.isfinite(z).all(axis=1)
+                with np.errstate(invalid="ignore"):
+                    bad |= np.abs(z).max(axis=1) > DIVERGED * scale
+                if bad.any():
+                    _escape_error(what, bad, step, dt, z_start, left_box, lo, hi, hint)
             bar.update(step, dt)
             interrupt.check("sampling the target")
         if step == n_steps:
@@ -467,6 +506,8 @@ def sample_target(system, trials=100, time=100.0, seed=0, dt=None, record_every=
     bar.finish()
     meta = _common_meta("target", seed, dt, every, schedule)
     meta["system"] = system.record()
+    if drop_escaped is not None:
+        meta["escaped"] = [[int(k), float(escaped[k] * dt)] for k in np.flatnonzero(escaped >= 0)]
     U_rec = inputs_at(schedule, p, np.arange(T) * every, dt) if p else None
     return Trajectories(np.arange(T) * every * dt, z_out, None, U_rec, meta)
 

@@ -257,7 +257,7 @@ def test_integer_data_are_read_with_a_warning(tmp_path):
 def test_target_escapes_are_not_blamed_on_dt(tmp_path, user_file):
     from ddm_numba import get_system
     system = get_system(f"{user_file}:Escapes")
-    with pytest.raises(DDMError, match="not the likely cause"):
+    with pytest.raises(DDMError, match="escapes from there, not the step"):
         sample_target(system, trials=20, time=20, seed=0)
     with pytest.raises(DDMError, match="smaller --dt"):
         sample_target("double_well", trials=20, time=50, seed=0, dt=2.0)

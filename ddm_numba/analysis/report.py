@@ -459,7 +459,8 @@ def format_report(rep):
                  f"tau={m['tau']:g}")
     fit = m.get("fit", {})
     if fit:
-        lines.append("  fit (held-out): " + ", ".join(f"{k} {_num(v)}" for k, v in fit.items()))
+        lines.append("  fit (held-out): " + ", ".join(f"{k} {_num(v)}" for k, v in fit.items()
+                                                      if isinstance(v, (int, float))))
     c = rep["connectivity"]
     lines.append("\nconnectivity")
     lines.append(f"  asymmetry ‖W_a‖/‖W‖      {_num(c['asymmetry']['a'])}"
