@@ -116,17 +116,27 @@ def _grid_size(d, grid):
 
 
 def grid_solve(side, box, n):
-    """Stationary Fokker–Planck on a grid at n and n/2 cells per axis, Richardson value (d ≤ 2)."""
+    """Stationary Fokker–Planck on a grid at n and n/2 cells per axis, Richardson value (d ≤ 2).
+
+    A constant D is passed as a matrix (axis SG scheme, Cholesky map when non-diagonal); a
+    state-dependent D as the callable z -> D(z) (K, d, d): the 1-D Itô scheme, or in 2-D the
+    8-neighbour lattice scheme for anisotropic D(z) (fokker_planck module docstring). For the
+    network, D_net(z) = S(h) S(h)ᵀ + σ_p² P Pᵀ with S = S0 + Σ_j R_j φ_j (Network.latent_diffusion).
+    A D that the lattice cannot carry (|D12| too large for the cells) is reported as skipped.
+    """
     D = side.D if side.D is not None else side.diffusion
-    if side.D is None and box.shape[0] != 1:
-        return None, {"skipped": "state-dependent diffusion in d = 2 is out of the grid "
-                                 "solver's scope"}
-    coarse = fokker_planck.solve_stationary(side.drift, D, box, n // 2)
-    fine = fokker_planck.solve_stationary(side.drift, D, box, n)
+    try:
+        coarse = fokker_planck.solve_stationary(side.drift, D, box, n // 2)
+        fine = fokker_planck.solve_stationary(side.drift, D, box, n)
+    except DDMError as exc:
+        if side.D is not None:
+            raise
+        return None, {"skipped": f"grid solver: {exc}"}
     rich = fine.epr + (fine.epr - coarse.epr) / 3
     info = {"epr": fine.epr, "epr_coarse": coarse.epr, "epr_richardson": rich,
             "n": [n // 2, n], "boundary_mass": fine.boundary_mass,
-            "residual": fine.residual, "warnings": list(fine.warnings)}
+            "residual": fine.residual, "warnings": list(fine.warnings),
+            "diffusion": "constant" if side.D is not None else "state-dependent"}
     if box.shape[0] == 2:
         info["circulation"] = circulation(fine)
         if abs(rich) < 1e-6:     # reversible to the grid's accuracy: the sign means nothing
@@ -160,27 +170,36 @@ def grid_split(net, sol, D):
     return out
 
 
+def _headline(result):
+    return float(result.epr if hasattr(result, "epr") else result)
+
+
 def trajectory_estimators(z, dt, seed, batches=8):
-    """AR(1) with exact inversion and the lagged-covariance estimator, from trajectories alone.
+    """AR(1) with exact inversion, the lagged-covariance estimator and the Gaussian two-time KL
+    rate, from trajectories alone.
 
     Each comes with a standard error from independent batches of trials (the spread of the
     estimate over ``batches`` groups of trials, / √batches) and with its block-reversal null
     (estimators.shuffled_surrogate: half of the blocks time-reversed, expected e_p 0; what it
-    gives is the estimator's finite-sample floor). For a nonlinear system these estimate the
-    e_p of the best linear (OU) fit to the data, not the system's e_p.
+    gives is the estimator's finite-sample floor). All three are linear-Gaussian: they estimate
+    a lower bound of e_p (estimators module docstring), the e_p of the best linear (OU)
+    description of the data, not the system's e_p; each entry carries "bound": "lower".
     """
     out = {}
     nb = min(batches, z.shape[0] // 2)
     for name, fn, kw in (("ar1", estimators.ar1_epr, {}),
-                         ("lagged_covariance", estimators.lagged_covariance_epr, {"lag": 1})):
+                         ("lagged_covariance", estimators.lagged_covariance_epr, {"lag": 1}),
+                         ("gaussian_kl", estimators.gaussian_kl_rate, {"lag": 1})):
+        bound = ({"bound": "lower", "bound_note": estimators.LOWER_BOUND_NOTE}
+                 if fn.__name__ in estimators.LOWER_BOUNDS else {"bound": "estimate"})
         try:
-            out[name] = {"epr": float(fn(z, dt, **kw).epr)}
+            out[name] = {"epr": _headline(fn(z, dt, **kw)), **bound}
         except DDMError as exc:
-            out[name] = {"error": str(exc)}
+            out[name] = {"error": str(exc), **bound}
             continue
         if nb >= 2:
             try:
-                vals = [fn(part, dt, **kw).epr for part in np.array_split(z, nb)]
+                vals = [_headline(fn(part, dt, **kw)) for part in np.array_split(z, nb)]
                 out[name]["stderr"] = float(np.std(vals, ddof=1) / np.sqrt(nb))
             except DDMError:
                 pass
@@ -480,30 +499,45 @@ def format_report(rep):
     lines.append(f"  (samples: {st['trials']} trials × {st['time']:g}, Euler–Maruyama dt = "
                  f"{st['dt']:g}, burn-in {st['burn_in']:g};\n   sample-based values carry its "
                  "O(dt) bias)")
+
+    def traj(key):
+        return lambda e: (e.get("trajectory", {}).get(key, {}).get("epr"),
+                          e.get("trajectory", {}).get(key, {}).get("stderr"))
+
+    def null(key):
+        return lambda e: (e.get("trajectory", {}).get(key, {}).get("shuffled_null"), None)
+
+    def lower(key):
+        """Marked "≥ " in the table: report.json says "bound": "lower" (a lower bound of e_p)."""
+        return any(irr[s].get("trajectory", {}).get(key, {}).get("bound") == "lower"
+                   for s in irr)
+
     rows = [("closed form", lambda e: (e.get("closed_form", {}).get("epr"), None)),
             ("grid (Richardson)", lambda e: (e.get("grid", {}).get("epr_richardson"), None)),
             ("grid (finest)", lambda e: (e.get("grid", {}).get("epr"), None)),
             ("ensemble E[2fD⁻¹f + ∇·f]", lambda e: (e.get("ensemble", {}).get("epr"),
-                                                  e.get("ensemble", {}).get("stderr"))),
-            ("AR(1) fit", lambda e: (e.get("trajectory", {}).get("ar1", {}).get("epr"),
-                                     e.get("trajectory", {}).get("ar1", {}).get("stderr"))),
-            ("  shuffled null", lambda e: (e.get("trajectory", {}).get("ar1", {})
-                                           .get("shuffled_null"), None)),
-            ("lagged covariance", lambda e: (e.get("trajectory", {})
-                                             .get("lagged_covariance", {}).get("epr"),
-                                             e.get("trajectory", {})
-                                             .get("lagged_covariance", {}).get("stderr"))),
-            ("  shuffled null", lambda e: (e.get("trajectory", {}).get("lagged_covariance", {})
-                                           .get("shuffled_null"), None))]
+                                                  e.get("ensemble", {}).get("stderr")))]
+    for key, name in (("ar1", "AR(1) fit"), ("lagged_covariance", "lagged covariance"),
+                      ("gaussian_kl", "Gaussian KL rate")):
+        rows += [(("≥ " if lower(key) else "") + name, traj(key)),
+                 ("  shuffled null", null(key))]
     for name, get in rows:
         vals = [get(irr[s]) for s in sides]
         if all(v[0] is None for v in vals):
             continue
         lines.append(f"  {name:24s}" + "".join(f"{_num(*v):>22s}" for v in vals))
+    if any(lower(key) for key in ("ar1", "lagged_covariance", "gaussian_kl")):
+        lines.append("  (≥: a lower bound of e_p — the e_p of the best linear-Gaussian fit to the "
+                     "trajectories;\n   for a nonlinear system it can be far below the grid or "
+                     "ensemble value)")
     for s in sides:
         if "note" in irr[s]:
             lines.append(f"  ({irr[s]['note']})")
             break
+    for s in sides:
+        skipped = irr[s].get("grid", {}).get("skipped")
+        if skipped:
+            lines.append(f"  ({s} grid skipped: {skipped})")
     for s in sides:
         warn = irr[s].get("ensemble", {}).get("warning")
         if warn:
