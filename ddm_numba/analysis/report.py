@@ -265,10 +265,19 @@ def fixed_point_report(target, net_side, box):
     return out, fps_t, fps_n
 
 
-def lyapunov(side, z0, dt, time, transient, seed):
-    """Largest Lyapunov exponent of the deterministic latent flow dz/dt = f(z) (Benettin, RK4)."""
-    return dynamics.largest_lyapunov(side.drift, side.jacobian, z0, dt, time, transient,
-                                     seed=seed).to_dict()
+LYAPUNOV_BUDGET = 1000.0      # default time budget of the Lyapunov exponent (time units)
+LYAPUNOV_RTOL = 0.02          # default target: stderr ≤ 2 % of |λ|
+LYAPUNOV_BLOCK = 10.0         # batch-means block (≥ a few correlation times of Lorenz, Rössler)
+
+
+def lyapunov(side, z0, dt, budget, transient, seed, rtol=LYAPUNOV_RTOL):
+    """Largest Lyapunov exponent of the deterministic latent flow dz/dt = f(z) (Benettin, RK4),
+    integrated until its standard error is ≤ rtol |λ| (or 1e-3 per time unit for λ ≈ 0), at most
+    for `budget` time units (dynamics.largest_lyapunov, "To a stated accuracy"). The dict says
+    whether the target was reached ("reached") and how long it integrated ("time")."""
+    block = min(LYAPUNOV_BLOCK, budget / 10.0)
+    return dynamics.largest_lyapunov(side.drift, side.jacobian, z0, dt, budget, transient,
+                                     seed=seed, rtol=rtol, block=block).to_dict()
 
 
 def comparison(system, target, net_side, traj_t, traj_n, burn_in, seed, stable_points):
@@ -335,13 +344,16 @@ def parts_report(net, trials, time, seed, burn_in, dt, budget=4e9):
 # -- the whole analysis ------------------------------------------------------------------
 
 def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=None, figures=True,
-            lyapunov_time=None, system=None, progress=sys.stderr):
+            lyapunov_time=None, lyapunov_rtol=None, system=None, progress=sys.stderr):
     """Analyse a model (Network or path) and its target; write report.json and figures to out.
 
     trials, time, seed, dt: the sampling of network and target (same seeds, Euler–Maruyama at the
     system's step unless dt is given). Sample-based numbers (ensemble and trajectory e_p,
     distances, hops) carry the O(dt) bias of Euler–Maruyama: a smaller dt lowers it.
-    grid: Fokker–Planck cells per axis (d ≤ 2). system: the target, when the model was fitted to
+    grid: Fokker–Planck cells per axis (d ≤ 2). lyapunov_time: the time budget of the largest
+    Lyapunov exponent (d ≥ 3; default 1000 time units), which integrates until its standard error
+    is ≤ lyapunov_rtol |λ| (default 0.02) or the budget is spent; report["lyapunov"][side] has
+    "mean", "stderr", "time" (integrated), "reached". system: the target, when the model was fitted to
     a user's own system (a spec such as "my.py:Cubic", or a System). Returns the report as a
     JSON-able dict.
     """
@@ -395,13 +407,21 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
     report["fixed_points"], fps_t, fps_n = fixed_point_report(target, nets, box)
 
     if d >= 3:
-        say("largest Lyapunov exponent of the deterministic latent flows")
-        # RK4 at 5 Euler steps (0.01 for lorenz: < 0.1% bias); 16 independent starts (last
-        # states of different trials) over 100 time units: standard error ≈ 0.3% for lorenz
+        # RK4 at 5 Euler steps (0.01 for lorenz: < 0.1% bias); up to 64 independent starts (last
+        # states of different trials: a step costs about the same for 16 or 64 of them), blocks
+        # of 10 time units until stderr ≤ rtol |λ| or the budget is spent
         dt_rk4 = min(0.01, 5 * dt)
-        T_ly = float(lyapunov_time or 100.0)
-        z0 = traj_n.stationary_trials(burn_in)[:16, -1]
-        report["lyapunov"] = {side.label: lyapunov(side, z0, dt_rk4, T_ly, 10.0, seed)
+        budget = float(lyapunov_time or LYAPUNOV_BUDGET)
+        rtol = float(lyapunov_rtol or LYAPUNOV_RTOL)
+        if not (np.isfinite(budget) and budget > 0 and np.isfinite(rtol) and rtol > 0):
+            raise DDMError(f"lyapunov_time and lyapunov_rtol must be positive, got {budget!r} "
+                           f"and {rtol!r}")
+        say(f"largest Lyapunov exponent of the deterministic latent flows (to {rtol:.0%}, at "
+            f"most {budget:g} time units)")
+        z0 = traj_n.stationary_trials(burn_in)[:64, -1]
+        report["settings"]["lyapunov"] = {"budget": budget, "rtol": rtol, "dt": dt_rk4,
+                                          "starts": int(z0.shape[0])}
+        report["lyapunov"] = {side.label: lyapunov(side, z0, dt_rk4, budget, 10.0, seed, rtol)
                               for side in (target, nets) if side is not None}
 
     if system is not None:
@@ -574,8 +594,19 @@ def format_report(rep):
                 lines.append(f"  {side} fixed points without a partner: {pairing[key]}")
     if "lyapunov" in rep:
         ly = rep["lyapunov"]
-        lines.append("\nlargest Lyapunov exponent  " + "   ".join(
-            f"{k}: {_num(v.get('mean'), v.get('stderr'))}" for k, v in ly.items()))
+        lines.append("\nlargest Lyapunov exponent (deterministic latent flow)")
+        for k, v in ly.items():
+            mean, se = v.get("mean"), v.get("stderr")
+            rel = f" ({se / abs(mean):.1%})" if mean and se is not None else ""
+            if v.get("reached") is None:
+                status = ""
+            elif v["reached"]:
+                status = f"; target {v['rtol']:.0%} reached"
+            else:
+                status = (f"; target {v['rtol']:.0%} NOT reached within the budget of "
+                          f"{v['budget']:g} (raise --lyapunov-time)")
+            lines.append(f"  {k:8s} {_num(mean, se)}{rel} after {v.get('time', 0):g} time units"
+                         f"{status}")
 
     comp = rep.get("comparison")
     if comp:
