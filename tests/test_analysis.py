@@ -268,7 +268,7 @@ def test_analyze_uses_the_grid_for_state_dependent_2d_diffusion():
     S(h)S(h)ᵀ is state dependent through R): the grid e_p of target and network (default
     n = 200/100) within 3 % of the reference (measured: target 0.71672, network 0.71636), and the
     trajectory estimators labeled lower bounds and lying below it (measured 0.38 at 16 trials ×
-    60; their stderr ≈ 0.03). ~60 s: fit 22 s, analyze 40 s."""
+    60; their stderr ≈ 0.03). 1-3 min (fit 22 s; analyze, mostly the parts simulation)."""
     net = fit(NoneqDoubleWell, 256, seed=0, progress=None)
     assert constant_diffusion(net) is None
     rep = analyze(net, None, trials=16, time=60, seed=0, progress=None, system=NoneqDoubleWell())
@@ -298,7 +298,7 @@ def test_analyze_passes_the_lyapunov_budget_through():
     """lorenz (a chaotic target, 128 neurons): `analyze(lyapunov_time=60)` integrates at most 60
     time units and says whether 2 % was reached (measured with 16 starts: target 0.903 ± 0.019,
     2.2 %, not reached; network 0.876 ± 0.025); report.json and the table carry the estimate, its
-    stderr, the time integrated and the flag. ~70 s (fit 15 s, numba compile of the parts)."""
+    stderr, the time integrated and the flag. 1-3 min (fit 15 s, numba compile of the parts)."""
     from ddm_numba.analysis.report import format_report
     net = fit("lorenz", 128, seed=0, max_iter=30, progress=None)
     rep = analyze(net, None, trials=16, time=12, seed=0, lyapunov_time=60, lyapunov_rtol=0.02,

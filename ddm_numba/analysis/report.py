@@ -3,11 +3,13 @@
 One call, :func:`analyze`, computes for a model and its target, side by side:
 
 - connectivity: W = W_s + W_a, asymmetry, spectra, decoder alignment, the off-manifold drift;
-- irreversibility: e_p in closed form (linear targets), on a Fokker–Planck grid (d ≤ 2), by the
-  ensemble formula from stationary samples (constant D, any d) and from trajectories alone (AR(1),
-  lagged covariance) with a time-shuffled null; the split e_p = e_p,s + e_p,a along W = W_s + W_a;
+- irreversibility: e_p in closed form (linear targets), on a Fokker–Planck grid (d ≤ 2; constant
+  or state-dependent, anisotropic D), by the ensemble formula from stationary samples (constant D,
+  any d) and from trajectories alone (AR(1), lagged covariance, Gaussian KL rate: lower bounds,
+  labeled "bound": "lower") with a time-shuffled null; the split e_p = e_p,s + e_p,a along
+  W = W_s + W_a;
 - fixed points of the latent flow and their stability, paired between target and network; the
-  largest Lyapunov exponent (d ≥ 3);
+  largest Lyapunov exponent (d ≥ 3) to a stated accuracy within a time budget;
 - comparison: drift and diffusion errors, distances between stationary laws, autocorrelations,
   hops between wells;
 - what the symmetric-only and antisymmetric-only networks do when simulated.
