@@ -372,9 +372,15 @@ def sample(model, out, trials, duration, seed, dt, record_every, inputs, save_ne
               help="Euler–Maruyama step of the sampling (0: the system's suggested step).")
 @click.option("--grid", default=0, type=click.IntRange(0),
               help="Fokker–Planck cells per axis for d ≤ 2 (0: 200 in 2-D, 400 in 1-D; e_p is also computed at half of it for Richardson).")
+@click.option("--lyapunov-time", default=1000.0, show_default=True, type=Finite(min=0),
+              help="Time budget of the largest Lyapunov exponent (d ≥ 3): it integrates until "
+                   "its standard error is ≤ --lyapunov-rtol × |λ|, at most this long.")
+@click.option("--lyapunov-rtol", default=0.02, show_default=True, type=Finite(min=0),
+              help="Target relative standard error of the Lyapunov exponent.")
 @click.option("--no-figures", is_flag=True, help="Skip the PNG figures.")
 @click.option("--system", "system_spec", default=None, metavar="FILE.py:NAME", help=SYSTEM_HELP)
-def analyze(model, out, as_json, trials, duration, seed, dt, grid, no_figures, system_spec):
+def analyze(model, out, as_json, trials, duration, seed, dt, grid, lyapunov_time, lyapunov_rtol,
+            no_figures, system_spec):
     """How MODEL's network does what its target does.
 
     \b
@@ -390,6 +396,11 @@ def analyze(model, out, as_json, trials, duration, seed, dt, grid, no_figures, s
         out = (base[:-4] if base.endswith(".npz") else base) + "_analysis"
     if grid and grid < 8:
         raise click.BadParameter("use at least 8 cells per axis", param_hint="--grid")
+    if lyapunov_time <= 0:
+        raise click.BadParameter("the time budget must be > 0", param_hint="--lyapunov-time")
+    if not 0 < lyapunov_rtol < 1:
+        raise click.BadParameter("use a relative error between 0 and 1, e.g. 0.02",
+                                 param_hint="--lyapunov-rtol")
     if os.path.exists(out) and not os.path.isdir(out):
         raise click.BadParameter(f"{out!r} exists and is not a folder", param_hint="--out")
     parent = os.path.dirname(os.path.abspath(out))
@@ -407,6 +418,7 @@ def analyze(model, out, as_json, trials, duration, seed, dt, grid, no_figures, s
     compile_notices(sys.stderr)
     report = run_analysis(model, out, trials=trials, time=duration or None, seed=seed,
                           dt=dt or None, grid=grid or None, figures=not no_figures,
+                          lyapunov_time=lyapunov_time, lyapunov_rtol=lyapunov_rtol,
                           system=system_spec, progress=sys.stderr)
     if as_json:
         click.echo(json.dumps(report, indent=1, sort_keys=True))

@@ -329,7 +329,7 @@ def good_drift(z):
     (dict(D=[[1.0, 2.0], [2.0, 1.0]]), "positive definite"),
     (dict(D=[[1.0, 0.1], [0.0, 1.0]]), "symmetric"),
     (dict(D=np.eye(3)), r"\(2, 2\) matrix"),
-    (dict(D=lambda z: np.ones((len(z), 1, 1))), "d = 1 only"),
+    (dict(D=lambda z: np.ones((len(z), 1, 1))), r"must return shape \(\d+, 2, 2\)"),
     (dict(D=[[1.0, 0.2], [0.2, 1.0]], periodic=True), "periodic axes need a diagonal D"),
     (dict(drift=lambda z: -z[:, 0]), "drift returned shape"),
     (dict(drift=lambda z: np.where(z > 2, np.nan, -z)), "non-finite"),

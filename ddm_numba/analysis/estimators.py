@@ -7,14 +7,31 @@ Trajectories are arrays z of shape (trials, T, d) sampled every dt from a statio
 trials, and a sample is only ever paired with later samples of its *own* trial (never the last
 sample of one trial with the first of the next).
 
-Estimators
-    ensemble_epr          E_ps[2 fᵀ D⁻¹ f + ∇·f]          f, ∇·f at stationary samples   §3.1(b)
-    stratonovich_epr      ⟨2 D⁻¹ f ∘ dz⟩ / dt              f along the path               §3.1(c)
-    ar1_epr               AR(1) fit → OU closed form       data only, OU-like data        §4.1
+Estimators                                                                          bound
+    ensemble_epr          E_ps[2 fᵀ D⁻¹ f + ∇·f]          f, ∇·f at stationary samples   §3.1(b)  =
+    stratonovich_epr      ⟨2 D⁻¹ f ∘ dz⟩ / dt              f along the path               §3.1(c)  =
+    ar1_epr               AR(1) fit → OU closed form       data only, OU-like data        §4.1     ≤
     lagged_asymmetry      C(τ) − C(τ)ᵀ, Onsager estimate Q̂  data only                     §4.2
-    lagged_covariance_epr −logm(C(τ) S⁻¹)/τ → closed form  data only, OU-like data        §4.2
-    gaussian_kl_rate      two-time Gaussian KL / τ ≤ Φ     data only, lower bound         §4.3
+    lagged_covariance_epr −logm(C(τ) S⁻¹)/τ → closed form  data only, OU-like data        §4.2     ≤
+    gaussian_kl_rate      two-time Gaussian KL / τ ≤ Φ     data only, lower bound         §4.3     ≤
     shuffled_surrogate    any of the above on data whose time arrow is destroyed (null, 0 expected)
+
+The linear-Gaussian estimators (≤ above; :data:`LOWER_BOUNDS`) estimate a lower bound of Φ, not Φ:
+for a nonlinear system they give the e_p of the best linear (OU) description of the data. Why,
+for constant D (project units): for any vector field θ,
+
+    0 ≤ E[(f_irr − ½Dθ)ᵀ (D/2)⁻¹ (f_irr − ½Dθ)]   ⇒   Φ = E[f_irrᵀ(D/2)⁻¹f_irr] ≥ 2E[θᵀf_irr] − ½E[θᵀDθ].
+
+Take θ = K z (linear). E[f_irr zᵀ] = ∫ J zᵀ dz is the antisymmetric part A of E[f zᵀ] (∫ J zᵀ
+is antisymmetric by stationarity, and E[f_rev zᵀ] = ½∫ ∇·(Dp) zᵀ = −½E[D] is symmetric), so the
+bound is 2 tr(KᵀA) − ½ tr(KᵀDKS), largest at K = 2D⁻¹AS⁻¹, where it equals 2 tr(S⁻¹AᵀD⁻¹A). For
+the OU fitted to the same S and A (B̂ = −E[f zᵀ]S⁻¹, so Q̂ = B̂S − D̂/2 = −A and D̂ = E[D]) this is
+exactly its closed form Φ = 2 tr(S⁻¹Q̂ᵀD̂⁻¹Q̂) (IRREVERSIBILITY.md §2.1 item 4). Hence AR(1) and
+the lagged-covariance fit, at short lags and with enough data, approach this bound from the data's
+S and A = −lim (C(τ) − C(τ)ᵀ)/(2τ), and are ≤ Φ; they equal Φ for an OU process. Caveats: with
+state-dependent D the bound needs ½E[zᵀKᵀD(z)Kz] where the fit uses ½ tr(KᵀE[D]KS) — then it
+is a lower-bound-type estimate, not a theorem; finite samples bias Φ̂ upward (see each docstring
+and :func:`shuffled_surrogate`). The two-time KL rate is ≤ Φ by data processing (§4.3).
 
 Bias and spread quoted in the docstrings were measured on the rotation OU B = I + J, D = 2I
 (Φ = 2, S = I, correlation time 1) sampled *exactly* (z_{n+1} = e^{−BΔt} z_n + N(0, S − e^{−BΔt} S
@@ -30,6 +47,12 @@ from scipy.linalg import expm, logm
 
 from ..errors import DDMError
 from .linear import OUStationary, check_spd, ou_stationary
+
+# Which estimators give (an estimate of) a lower bound of Φ rather than Φ (module docstring).
+LOWER_BOUNDS = ("ar1_epr", "lagged_covariance_epr", "gaussian_kl_rate")
+LOWER_BOUND_NOTE = ("lower bound: the e_p of the best linear-Gaussian (OU) description of the "
+                    "data, ≤ the true e_p for constant D (exact for OU processes); for nonlinear "
+                    "systems it can be far below")
 
 # Batches used for the standard error when there is only one trial (batch means).
 _N_BATCHES = 10

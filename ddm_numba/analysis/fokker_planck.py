@@ -18,7 +18,7 @@ is invariant under the map. The grid is then rectangular in y over the bounding 
 the z-box; every field in the result is given back in z coordinates. In both cases z = T y with
 T = I or T = L ("transform").
 
-State-dependent D (d = 1 only; D a callable). Write q = D p. The Itô current is
+State-dependent D in 1-D (D a callable). Write q = D p. The Itô current is
 
     J = f p − ½ (D p)' = (f/D) q − ½ q' = a q − ½ q',     a = f/D,
 
@@ -39,6 +39,43 @@ centres: the zero-flux law q ∝ exp(2 ∫ f/D), i.e. p ∝ exp(2 ∫ f/D) / D, 
 treatment. For constant D the rates reduce to those of §3.2 (D_k = (D_p)_kk = D_kk/2:
 k₊ = (D_k/h²) B(−Pe), Pe = f h / D_k); the same formula is used along each axis of a 2-D grid with
 the constant diagonal entry D_kk.
+
+State-dependent, anisotropic D in 2-D (D a callable z (K, 2) -> (K, 2, 2), any SPD D(z) whose
+off-diagonal part the lattice can carry, see below). The Itô current, with D's divergence written
+out, (∇·D)_i = Σ_j ∂_j D_ij:
+
+    J = f p − ½ ∇·(D p) = f p − ½ (∇·D) p − ½ D ∇p = ½ D p (F − ∇log p),
+    F = D⁻¹ (2 f − ∇·D)          (the "thermodynamic force"; F = ∇log p_s iff J_s = 0).
+
+Lattice directions. With cell widths h1, h2 take the lattice vectors v₁ = (h1, 0), v₂ = (0, h2),
+v₊ = (h1, h2), v₋ = (h1, −h2) and split D(z) = Σ_e a_e(z) v_e v_eᵀ with a_e ≥ 0:
+
+    a₊ = max(D12, 0)/(h1 h2),  a₋ = max(−D12, 0)/(h1 h2),
+    a₁ = D11/h1² − |D12|/(h1 h2),  a₂ = D22/h2² − |D12|/(h1 h2)
+
+(check: Σ a_e v_e v_eᵀ has entries h1²(a₁ + a₊ + a₋) = D11, h1h2(a₊ − a₋) = D12, h2²(a₂ + a₊ + a₋)
+= D22). a₁, a₂ ≥ 0 is the lattice's diagonal dominance |D12| ≤ min(D11 h2/h1, D22 h1/h2)
+(Kushner's condition for a monotone 9-point scheme); where it fails a DDMError says which cell
+shape (h2/h1) would work. Since ∇·(a v vᵀ) = v ∂_v a and D F = Σ_e a_e v_e (v_eᵀF),
+
+    J = Σ_e v_e j_e,    j_e = ½ a_e p (v_eᵀF − ∂_v log p),    ∂_v = v·∇,
+
+and ∂p/∂t = −∇·J = −Σ_e ∂_v j_e: a sum of 1-D problems along the lines z + s v_e (s in units of
+one lattice step). Freeze a_e and the force per step x_e = v_eᵀF at the midpoint of the edge
+i → j = i + v_e; then j = ½ a (x p − ∂_s p) has constant coefficients (diffusion ½a, drift ½a x,
+step 1), and its SG flux is j = ½ a [B(−x) p_i − B(x) p_j]. In cell masses this is a jump process
+on the 8-neighbour lattice with rates
+
+    k_{i→j} = ½ a_e B(−x_e),   k_{j→i} = ½ a_e B(x_e),   log(k_{i→j}/k_{j→i}) = x_e exactly,
+
+≥ 0 for any a_e ≥ 0 and any x_e, so the generator stays a valid one (edges with a_e = 0 drop
+out). Each edge's flux is j_e = a_e v_eᵀ D⁻¹ J (the force projected on the edge), the split of J
+that makes Σ_e j_e²/(½ a_e p) = Jᵀ(D/2)⁻¹J/p: the chain's Schnakenberg EPR is consistent with
+the continuum Φ, and a gradient F (detailed balance) gives zero-flux edges up to the midpoint
+rule's O(h³) per edge. For constant diagonal D it is the axis scheme of §3.2 (x = Pe = 2 f h/D,
+k = (D/(2h²)) B(∓Pe)). ∇·D comes from central differences of D with a step of 1e-4 of the box
+per axis (error ~1e-8 relative, far below the grid's O(h²)). The diagonal edges are used only
+where D12 ≠ 0.
 
 Limits. Cells whose mass underflows (P < 1e-308 max P) are empty, which is harmless in tails. Two
 metastable states separated by a barrier of more than ~700 in log p cannot be balanced in double
@@ -144,13 +181,15 @@ def solve_stationary(drift, D, box, n, periodic=False):
     """Stationary law, currents and EPR of dz = f dt + g dB on a grid (IRREVERSIBILITY.md §3.2).
 
     drift     vectorised callable, z (K, d) -> f (K, d)
-    D         constant (d, d) SPD diffusion g gᵀ (project convention), or for d = 1 a callable
-              z (K, 1) -> D (K, 1, 1) (state-dependent, Itô; e.g. D = a + b z² for g = √(a + b z²))
+    D         constant (d, d) SPD diffusion g gᵀ (project convention), or a callable
+              z (K, d) -> D (K, d, d) (state-dependent, Itô; e.g. D = a + b z² for g = √(a + b z²)
+              in 1-D; in 2-D any SPD D(z) with |D12| ≤ min(D11 h2/h1, D22 h1/h2), module docstring)
     box       (d, 2) array of [low, high] per axis, d = 1 or 2
     n         cells per axis: int or tuple of d ints
     periodic  bool or tuple of d bools; non-periodic axes have zero-flux walls
 
-    Returns a StationaryFP. Steps: SG rates on every face (vectorised per axis), sparse generator G
+    Returns a StationaryFP. Steps: SG rates on every face (vectorised per axis; in 2-D with a
+    callable D also on the diagonals where D12 ≠ 0), sparse generator G
     with G[to, from] = rate, stationary solve, Schnakenberg Φ_h = Σ_faces (a − b) log(a/b) with
     a = k₊P_i, b = k₋P_j, then the fields and the checks of §3.2.
     """
@@ -162,9 +201,11 @@ def solve_stationary(drift, D, box, n, periodic=False):
 
     centres_z = grid.to_z(grid.centres)
     f_z = _call_drift(drift, centres_z, d, "the cell centres")
-    D_centres = diffusion.diagonal(centres_z)                      # (N, d): D_y,kk at the centres
-
-    faces = [_face_rates(drift, diffusion, grid, axis, D_centres) for axis in range(d)]
+    if diffusion.tensor:                                           # 2-D, D(z) any SPD tensor
+        faces = _lattice_edges(drift, diffusion, grid)
+    else:
+        D_centres = diffusion.diagonal(centres_z)                  # (N, d): D_y,kk at the centres
+        faces = [_face_rates(drift, diffusion, grid, axis, D_centres) for axis in range(d)]
     G = _generator(faces, grid.N)
     P_raw, residual = _stationary(G, f_z)
     mass_min = float(P_raw.min())
@@ -173,10 +214,16 @@ def solve_stationary(drift, D, box, n, periodic=False):
 
     epr = sum(_schnakenberg(face, P) for face in faces)
     epr_face = sum(_face_epr(face, P) for face in faces)
-    f_rev, J = _fields(grid, diffusion, faces, P, D_centres)
-    f_irr = f_z - f_rev
-    f_irr_y = grid.to_y(f_irr)
-    epr_hhd = float(np.sum(P[:, None] * 2.0 * f_irr_y ** 2 / D_centres))
+    if diffusion.tensor:
+        f_rev, J, D_c = _tensor_fields(grid, diffusion, faces, P)
+        f_irr = f_z - f_rev
+        epr_hhd = float(np.sum(P * 2.0 * np.einsum("ka,kab,kb->k", f_irr, np.linalg.inv(D_c),
+                                                    f_irr)))
+    else:
+        f_rev, J = _fields(grid, diffusion, faces, P, D_centres)
+        f_irr = f_z - f_rev
+        f_irr_y = grid.to_y(f_irr)
+        epr_hhd = float(np.sum(P[:, None] * 2.0 * f_irr_y ** 2 / D_centres))
     boundary_mass = float(P[grid.boundary_cells()].sum())
 
     shape = grid.n
@@ -306,13 +353,11 @@ class _Diffusion:
     """
 
     def __init__(self, D, d, periodic):
-        self.func = None
+        self.func, self.tensor = None, False
         if callable(D):
-            if d != 1:
-                raise DDMError("a state-dependent D (callable) is supported for d = 1 only; in 2-D "
-                               "pass a constant (2, 2) matrix (IRREVERSIBILITY.md §3.3)")
             self.func = D
-            self.T = np.eye(1)
+            self.T = np.eye(d)
+            self.tensor = d == 2
             return
         try:
             D = np.array(D, dtype=float)
@@ -345,6 +390,21 @@ class _Diffusion:
             return np.broadcast_to(self.Dy, z.shape).copy()
         return _call_diffusion(self.func, z)
 
+    def matrix(self, z):
+        """D(z), (K, 2, 2), checked (2-D callable D only)."""
+        return _call_diffusion_2d(self.func, z)
+
+    def divergence(self, z, step):
+        """(∇·D)_i = Σ_j ∂_j D_ij at the points z (K, 2), by central differences with the step
+        `step` (2,) per axis: error step²·D‴/6, round-off ε·D/step."""
+        out = np.zeros(z.shape)
+        for j in range(z.shape[1]):
+            e = np.zeros(z.shape[1])
+            e[j] = step[j]
+            dD = (self.matrix(z + e) - self.matrix(z - e)) / (2.0 * step[j])
+            out += dD[:, :, j]                       # ∂_j D_ij for every i
+        return out
+
 
 def _call_diffusion(func, z):
     """D(z) for d = 1, checked: K finite positive values, returned as shape (K, 1)."""
@@ -361,6 +421,39 @@ def _call_diffusion(func, z):
     if bad.any():
         raise DDMError(f"D(z) must be finite and > 0, but it is {D[bad][0, 0]} at z = "
                        f"{z[bad][0].tolist()} ({int(bad.sum())} points); shrink the box or fix D")
+    return D
+
+
+def _call_diffusion_2d(func, z):
+    """D(z) for d = 2, checked: finite, symmetric, positive definite, shape (K, 2, 2)."""
+    try:
+        D = np.asarray(func(z.copy()), dtype=float)
+    except DDMError:
+        raise
+    except Exception as exc:
+        raise DDMError(f"D failed on an array of shape {z.shape}: {type(exc).__name__}: {exc}. "
+                       "A state-dependent D must be vectorised: z (K, 2) -> D (K, 2, 2)") from exc
+    if D.shape != (len(z), 2, 2):
+        raise DDMError(f"D returned shape {D.shape} for z of shape {z.shape}; it must return "
+                       f"shape ({len(z)}, 2, 2), D = g gᵀ at each point")
+    bad = ~np.all(np.isfinite(D.reshape(len(z), 4)), axis=1)
+    if bad.any():
+        raise DDMError(f"D(z) is not finite at {int(bad.sum())} of {len(z)} points, e.g. z = "
+                       f"{z[bad][0].tolist()}; shrink the box or fix D")
+    asym = np.abs(D[:, 0, 1] - D[:, 1, 0])
+    scale = np.abs(D).reshape(len(z), 4).max(axis=1)
+    bad = asym > 1e-10 * scale
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise DDMError(f"D(z) must be symmetric, but D12 = {D[k, 0, 1]:.6g} and D21 = "
+                       f"{D[k, 1, 0]:.6g} at z = {z[k].tolist()}")
+    det = D[:, 0, 0] * D[:, 1, 1] - D[:, 0, 1] ** 2
+    bad = ~((D[:, 0, 0] > 0) & (det > 1e-14 * scale ** 2))
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise DDMError(f"D(z) must be positive definite (noise in every direction), but at z = "
+                       f"{z[k].tolist()} it is {D[k].tolist()} ({int(bad.sum())} points); the "
+                       "entropy production is not finite where D is singular")
     return D
 
 
@@ -403,6 +496,22 @@ class _Grid:
         m = self.n[axis]
         return (np.take(self.index, np.arange(m - 1), axis=axis),
                 np.take(self.index, np.arange(1, m), axis=axis))
+
+    def shifted(self, shift):
+        """Cell pairs (i, j = i + shift), shift in {−1, 0, 1}^d, flattened; wrapped on periodic
+        axes, dropped where j would leave the box on the others."""
+        dst = self.index
+        mask = np.ones(self.n, dtype=bool)
+        for k, s in enumerate(shift):
+            if s == 0:
+                continue
+            dst = np.roll(dst, -s, axis=k)                     # dst[i] = index[i + s]
+            if not self.periodic[k]:
+                target = np.arange(self.n[k]) + s
+                shape = [1] * self.d
+                shape[k] = self.n[k]
+                mask &= ((target >= 0) & (target < self.n[k])).reshape(shape)
+        return self.index[mask], dst[mask]
 
     def boundary_cells(self):
         mask = np.zeros(self.n, dtype=bool)
@@ -452,10 +561,72 @@ def _face_rates(drift, diffusion, grid, axis, D_centres):
     D_face = diffusion.diagonal(mid_z)[:, axis]
     D_i, D_j = D_centres[i, axis], D_centres[j, axis]
     Pe = 2.0 * f_face * h / D_face
-    return dict(i=i, j=j, axis=axis, h=h, D_face=D_face,
+    return dict(i=i, j=j, axis=axis, h=h, D_face=D_face, a=D_face / (h * h),
                 k_fwd=D_i * bernoulli(-Pe) / (2.0 * h * h),
                 k_bwd=D_j * bernoulli(Pe) / (2.0 * h * h),
                 log_ratio=Pe + np.log(D_i / D_j))
+
+
+# the four lattice directions of the 2-D tensor scheme (module docstring), as index shifts
+_LATTICE = ((1, 0), (0, 1), (1, 1), (1, -1))
+DOMINANCE_TOL = 1e-12           # a₁, a₂ down to −1e-12 · D_kk/h_k² are round-off and are clipped
+
+
+def _lattice_edges(drift, diffusion, grid):
+    """Rates of the 2-D tensor scheme on the 8-neighbour lattice (module docstring).
+
+    For each direction v_e (as an index shift s, v_e = (s1 h1, s2 h2)) and each edge i → j = i + s:
+    midpoint m = centre_i + v_e/2, D(m), (∇·D)(m), F = D⁻¹(2f − ∇·D) at m, x = v_eᵀF,
+    a_e(m) from the split of D, k_fwd = ½ a B(−x), k_bwd = ½ a B(x), log(k_fwd/k_bwd) = x.
+    Diagonal edges with a_e = 0 (D12 of the other sign, or 0) are left out.
+    """
+    h = grid.h
+    step = 1e-4 * (grid.box[:, 1] - grid.box[:, 0])
+    edges = []
+    for shift in _LATTICE:
+        i, j = grid.shifted(shift)
+        v = np.array(shift, dtype=float) * h
+        mid = grid.centres[i] + 0.5 * v               # also right for wrapped (periodic) edges
+        D = diffusion.matrix(mid)
+        D12 = D[:, 0, 1]
+        if shift[0] and shift[1]:                      # diagonal: a± = max(±D12, 0)/(h1 h2)
+            a = np.maximum(shift[0] * shift[1] * D12, 0.0) / (h[0] * h[1])
+            keep = a > 0
+            if not keep.any():
+                continue
+            i, j, mid, D, a = i[keep], j[keep], mid[keep], D[keep], a[keep]
+        else:                                          # axis k: a_k = D_kk/h_k² − |D12|/(h1 h2)
+            k = 0 if shift[0] else 1
+            full = D[:, k, k] / h[k] ** 2
+            a = full - np.abs(D12) / (h[0] * h[1])
+            bad = a < -DOMINANCE_TOL * full
+            if bad.any():
+                _dominance_error(mid[bad], D[bad], h)
+            a = np.maximum(a, 0.0)
+        f = _call_drift(drift, mid, 2, f"the edge midpoints along {shift}")
+        F = np.linalg.solve(D, (2.0 * f - diffusion.divergence(mid, step))[:, :, None])[:, :, 0]
+        x = F @ v
+        edges.append(dict(i=i, j=j, v=v, a=a, k_fwd=0.5 * a * bernoulli(-x),
+                          k_bwd=0.5 * a * bernoulli(x), log_ratio=x))
+    return edges
+
+
+def _dominance_error(z, D, h):
+    """The lattice cannot carry this D12 with these cells: say where, and which h2/h1 would."""
+    lo = float((np.abs(D[:, 0, 1]) / D[:, 0, 0]).max())          # h2/h1 ≥ |D12|/D11
+    hi = float((D[:, 1, 1] / np.abs(D[:, 0, 1])).min())          # h2/h1 ≤ D22/|D12|
+    allowed = np.minimum(D[:, 0, 0] * h[1] / h[0], D[:, 1, 1] * h[0] / h[1])
+    k = int(np.argmax(np.abs(D[:, 0, 1]) / allowed))
+    hint = (f"cells with h2/h1 in [{lo:.3g}, {hi:.3g}] (choose n per axis accordingly) would "
+            "satisfy it at these points" if lo <= hi else
+            "no single cell shape satisfies it over the box (D is too anisotropic off the grid "
+            "axes); rotate the coordinates so that D is closer to diagonal, or use a constant D "
+            "(the Cholesky map of §3.3)")
+    raise DDMError(
+        f"D(z) is too anisotropic off the grid axes for cells of h1 = {h[0]:.4g}, h2 = "
+        f"{h[1]:.4g}: at z = {z[k].tolist()}, |D12| = {abs(D[k, 0, 1]):.4g} exceeds "
+        f"min(D11 h2/h1, D22 h1/h2) = {allowed[k]:.4g}. The 9-point scheme needs "
+        f"|D12| ≤ min(D11 h2/h1, D22 h1/h2) everywhere to stay a valid jump process; {hint}")
 
 
 def _generator(faces, N):
@@ -551,7 +722,9 @@ def _face_epr(face, P):
     ok = np.minimum(Pi, Pj) > FACE_MASS_FLOOR * P.max()
     F = face["k_fwd"][ok] * Pi[ok] - face["k_bwd"][ok] * Pj[ok]
     P_bar = 0.5 * (Pi[ok] + Pj[ok])
-    return float(np.sum(F ** 2 * face["h"] ** 2 / (0.5 * face["D_face"][ok] * P_bar)))
+    # F² h_k²/(½ D_kk P̄) = F²/(½ a P̄) with the conductance a = D_kk/h_k²; the same form with a_e
+    # serves the lattice edges of the 2-D tensor scheme (the discrete Σ_e j_e²/(½ a_e p))
+    return float(np.sum(F ** 2 / (0.5 * face["a"][ok] * P_bar)))
 
 
 def _observed_order(epr, ratios):
@@ -589,6 +762,31 @@ def _fields(grid, diffusion, faces, P, D_centres):
         flux = ((face["k_fwd"] * P[face["i"]] - face["k_bwd"] * P[face["j"]]) / area)
         J_y[:, k] = _face_to_centre(flux, shape, k, grid.periodic[k]).ravel()
     return grid.to_z(f_rev_y), grid.to_z(J_y) / abs(np.linalg.det(grid.T))
+
+
+def _tensor_fields(grid, diffusion, edges, P):
+    """f_rev, J and D at the cell centres for the 2-D tensor scheme (grid coordinates = z).
+
+    f_rev = ½ D ∇log p + ½ ∇·D (IRREVERSIBILITY.md §1), ∇log p by central differences
+    (second-order one-sided at walls, wrapped on periodic axes), ∇·D as in _lattice_edges.
+    J = Σ_e v_e j_e: each edge's mass flux F_e = k_fwd P_i − k_bwd P_j, times v_e / (cell
+    volume), is shared half-and-half between its two cells (walls carry 0); for the axis edges
+    this is the mean of the two face flux densities, as in _fields.
+    """
+    z = grid.centres
+    D = diffusion.matrix(z)
+    div_D = diffusion.divergence(z, 1e-4 * (grid.box[:, 1] - grid.box[:, 0]))
+    log_p = np.log(np.maximum(P / np.prod(grid.h), LOG_FLOOR)).reshape(grid.n)
+    grad = np.stack([_central_difference(log_p, grid.h[k], k, grid.periodic[k]).ravel()
+                     for k in range(2)], axis=1)
+    f_rev = 0.5 * np.einsum("kab,kb->ka", D, grad) + 0.5 * div_D
+    J = np.zeros((grid.N, 2))
+    for e in edges:
+        F = e["k_fwd"] * P[e["i"]] - e["k_bwd"] * P[e["j"]]
+        half = 0.5 * (np.bincount(e["i"], weights=F, minlength=grid.N)
+                      + np.bincount(e["j"], weights=F, minlength=grid.N))
+        J += half[:, None] * e["v"][None, :]
+    return f_rev, J / np.prod(grid.h), D
 
 
 def _central_difference(u, h, axis, periodic):

@@ -3,11 +3,13 @@
 One call, :func:`analyze`, computes for a model and its target, side by side:
 
 - connectivity: W = W_s + W_a, asymmetry, spectra, decoder alignment, the off-manifold drift;
-- irreversibility: e_p in closed form (linear targets), on a Fokker–Planck grid (d ≤ 2), by the
-  ensemble formula from stationary samples (constant D, any d) and from trajectories alone (AR(1),
-  lagged covariance) with a time-shuffled null; the split e_p = e_p,s + e_p,a along W = W_s + W_a;
+- irreversibility: e_p in closed form (linear targets), on a Fokker–Planck grid (d ≤ 2; constant
+  or state-dependent, anisotropic D), by the ensemble formula from stationary samples (constant D,
+  any d) and from trajectories alone (AR(1), lagged covariance, Gaussian KL rate: lower bounds,
+  labeled "bound": "lower") with a time-shuffled null; the split e_p = e_p,s + e_p,a along
+  W = W_s + W_a;
 - fixed points of the latent flow and their stability, paired between target and network; the
-  largest Lyapunov exponent (d ≥ 3);
+  largest Lyapunov exponent (d ≥ 3) to a stated accuracy within a time budget;
 - comparison: drift and diffusion errors, distances between stationary laws, autocorrelations,
   hops between wells;
 - what the symmetric-only and antisymmetric-only networks do when simulated.
@@ -116,17 +118,27 @@ def _grid_size(d, grid):
 
 
 def grid_solve(side, box, n):
-    """Stationary Fokker–Planck on a grid at n and n/2 cells per axis, Richardson value (d ≤ 2)."""
+    """Stationary Fokker–Planck on a grid at n and n/2 cells per axis, Richardson value (d ≤ 2).
+
+    A constant D is passed as a matrix (axis SG scheme, Cholesky map when non-diagonal); a
+    state-dependent D as the callable z -> D(z) (K, d, d): the 1-D Itô scheme, or in 2-D the
+    8-neighbour lattice scheme for anisotropic D(z) (fokker_planck module docstring). For the
+    network, D_net(z) = S(h) S(h)ᵀ + σ_p² P Pᵀ with S = S0 + Σ_j R_j φ_j (Network.latent_diffusion).
+    A D that the lattice cannot carry (|D12| too large for the cells) is reported as skipped.
+    """
     D = side.D if side.D is not None else side.diffusion
-    if side.D is None and box.shape[0] != 1:
-        return None, {"skipped": "state-dependent diffusion in d = 2 is out of the grid "
-                                 "solver's scope"}
-    coarse = fokker_planck.solve_stationary(side.drift, D, box, n // 2)
-    fine = fokker_planck.solve_stationary(side.drift, D, box, n)
+    try:
+        coarse = fokker_planck.solve_stationary(side.drift, D, box, n // 2)
+        fine = fokker_planck.solve_stationary(side.drift, D, box, n)
+    except DDMError as exc:
+        if side.D is not None:
+            raise
+        return None, {"skipped": f"grid solver: {exc}"}
     rich = fine.epr + (fine.epr - coarse.epr) / 3
     info = {"epr": fine.epr, "epr_coarse": coarse.epr, "epr_richardson": rich,
             "n": [n // 2, n], "boundary_mass": fine.boundary_mass,
-            "residual": fine.residual, "warnings": list(fine.warnings)}
+            "residual": fine.residual, "warnings": list(fine.warnings),
+            "diffusion": "constant" if side.D is not None else "state-dependent"}
     if box.shape[0] == 2:
         info["circulation"] = circulation(fine)
         if abs(rich) < 1e-6:     # reversible to the grid's accuracy: the sign means nothing
@@ -160,27 +172,36 @@ def grid_split(net, sol, D):
     return out
 
 
+def _headline(result):
+    return float(result.epr if hasattr(result, "epr") else result)
+
+
 def trajectory_estimators(z, dt, seed, batches=8):
-    """AR(1) with exact inversion and the lagged-covariance estimator, from trajectories alone.
+    """AR(1) with exact inversion, the lagged-covariance estimator and the Gaussian two-time KL
+    rate, from trajectories alone.
 
     Each comes with a standard error from independent batches of trials (the spread of the
     estimate over ``batches`` groups of trials, / √batches) and with its block-reversal null
     (estimators.shuffled_surrogate: half of the blocks time-reversed, expected e_p 0; what it
-    gives is the estimator's finite-sample floor). For a nonlinear system these estimate the
-    e_p of the best linear (OU) fit to the data, not the system's e_p.
+    gives is the estimator's finite-sample floor). All three are linear-Gaussian: they estimate
+    a lower bound of e_p (estimators module docstring), the e_p of the best linear (OU)
+    description of the data, not the system's e_p; each entry carries "bound": "lower".
     """
     out = {}
     nb = min(batches, z.shape[0] // 2)
     for name, fn, kw in (("ar1", estimators.ar1_epr, {}),
-                         ("lagged_covariance", estimators.lagged_covariance_epr, {"lag": 1})):
+                         ("lagged_covariance", estimators.lagged_covariance_epr, {"lag": 1}),
+                         ("gaussian_kl", estimators.gaussian_kl_rate, {"lag": 1})):
+        bound = ({"bound": "lower", "bound_note": estimators.LOWER_BOUND_NOTE}
+                 if fn.__name__ in estimators.LOWER_BOUNDS else {"bound": "estimate"})
         try:
-            out[name] = {"epr": float(fn(z, dt, **kw).epr)}
+            out[name] = {"epr": _headline(fn(z, dt, **kw)), **bound}
         except DDMError as exc:
-            out[name] = {"error": str(exc)}
+            out[name] = {"error": str(exc), **bound}
             continue
         if nb >= 2:
             try:
-                vals = [fn(part, dt, **kw).epr for part in np.array_split(z, nb)]
+                vals = [_headline(fn(part, dt, **kw)) for part in np.array_split(z, nb)]
                 out[name]["stderr"] = float(np.std(vals, ddof=1) / np.sqrt(nb))
             except DDMError:
                 pass
@@ -246,10 +267,19 @@ def fixed_point_report(target, net_side, box):
     return out, fps_t, fps_n
 
 
-def lyapunov(side, z0, dt, time, transient, seed):
-    """Largest Lyapunov exponent of the deterministic latent flow dz/dt = f(z) (Benettin, RK4)."""
-    return dynamics.largest_lyapunov(side.drift, side.jacobian, z0, dt, time, transient,
-                                     seed=seed).to_dict()
+LYAPUNOV_BUDGET = 1000.0      # default time budget of the Lyapunov exponent (time units)
+LYAPUNOV_RTOL = 0.02          # default target: stderr ≤ 2 % of |λ|
+LYAPUNOV_BLOCK = 10.0         # batch-means block (≥ a few correlation times of Lorenz, Rössler)
+
+
+def lyapunov(side, z0, dt, budget, transient, seed, rtol=LYAPUNOV_RTOL):
+    """Largest Lyapunov exponent of the deterministic latent flow dz/dt = f(z) (Benettin, RK4),
+    integrated until its standard error is ≤ rtol |λ| (or 1e-3 per time unit for λ ≈ 0), at most
+    for `budget` time units (dynamics.largest_lyapunov, "To a stated accuracy"). The dict says
+    whether the target was reached ("reached") and how long it integrated ("time")."""
+    block = min(LYAPUNOV_BLOCK, budget / 10.0)
+    return dynamics.largest_lyapunov(side.drift, side.jacobian, z0, dt, budget, transient,
+                                     seed=seed, rtol=rtol, block=block).to_dict()
 
 
 def comparison(system, target, net_side, traj_t, traj_n, burn_in, seed, stable_points):
@@ -316,13 +346,16 @@ def parts_report(net, trials, time, seed, burn_in, dt, budget=4e9):
 # -- the whole analysis ------------------------------------------------------------------
 
 def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=None, figures=True,
-            lyapunov_time=None, system=None, progress=sys.stderr):
+            lyapunov_time=None, lyapunov_rtol=None, system=None, progress=sys.stderr):
     """Analyse a model (Network or path) and its target; write report.json and figures to out.
 
     trials, time, seed, dt: the sampling of network and target (same seeds, Euler–Maruyama at the
     system's step unless dt is given). Sample-based numbers (ensemble and trajectory e_p,
     distances, hops) carry the O(dt) bias of Euler–Maruyama: a smaller dt lowers it.
-    grid: Fokker–Planck cells per axis (d ≤ 2). system: the target, when the model was fitted to
+    grid: Fokker–Planck cells per axis (d ≤ 2). lyapunov_time: the time budget of the largest
+    Lyapunov exponent (d ≥ 3; default 1000 time units), which integrates until its standard error
+    is ≤ lyapunov_rtol |λ| (default 0.02) or the budget is spent; report["lyapunov"][side] has
+    "mean", "stderr", "time" (integrated), "reached". system: the target, when the model was fitted to
     a user's own system (a spec such as "my.py:Cubic", or a System). Returns the report as a
     JSON-able dict.
     """
@@ -376,13 +409,21 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
     report["fixed_points"], fps_t, fps_n = fixed_point_report(target, nets, box)
 
     if d >= 3:
-        say("largest Lyapunov exponent of the deterministic latent flows")
-        # RK4 at 5 Euler steps (0.01 for lorenz: < 0.1% bias); 16 independent starts (last
-        # states of different trials) over 100 time units: standard error ≈ 0.3% for lorenz
+        # RK4 at 5 Euler steps (0.01 for lorenz: < 0.1% bias); up to 64 independent starts (last
+        # states of different trials: a step costs about the same for 16 or 64 of them), blocks
+        # of 10 time units until stderr ≤ rtol |λ| or the budget is spent
         dt_rk4 = min(0.01, 5 * dt)
-        T_ly = float(lyapunov_time or 100.0)
-        z0 = traj_n.stationary_trials(burn_in)[:16, -1]
-        report["lyapunov"] = {side.label: lyapunov(side, z0, dt_rk4, T_ly, 10.0, seed)
+        budget = float(lyapunov_time or LYAPUNOV_BUDGET)
+        rtol = float(lyapunov_rtol or LYAPUNOV_RTOL)
+        if not (np.isfinite(budget) and budget > 0 and np.isfinite(rtol) and rtol > 0):
+            raise DDMError(f"lyapunov_time and lyapunov_rtol must be positive, got {budget!r} "
+                           f"and {rtol!r}")
+        say(f"largest Lyapunov exponent of the deterministic latent flows (to {rtol:.0%}, at "
+            f"most {budget:g} time units)")
+        z0 = traj_n.stationary_trials(burn_in)[:64, -1]
+        report["settings"]["lyapunov"] = {"budget": budget, "rtol": rtol, "dt": dt_rk4,
+                                          "starts": int(z0.shape[0])}
+        report["lyapunov"] = {side.label: lyapunov(side, z0, dt_rk4, budget, 10.0, seed, rtol)
                               for side in (target, nets) if side is not None}
 
     if system is not None:
@@ -481,30 +522,45 @@ def format_report(rep):
     lines.append(f"  (samples: {st['trials']} trials × {st['time']:g}, Euler–Maruyama dt = "
                  f"{st['dt']:g}, burn-in {st['burn_in']:g};\n   sample-based values carry its "
                  "O(dt) bias)")
+
+    def traj(key):
+        return lambda e: (e.get("trajectory", {}).get(key, {}).get("epr"),
+                          e.get("trajectory", {}).get(key, {}).get("stderr"))
+
+    def null(key):
+        return lambda e: (e.get("trajectory", {}).get(key, {}).get("shuffled_null"), None)
+
+    def lower(key):
+        """Marked "≥ " in the table: report.json says "bound": "lower" (a lower bound of e_p)."""
+        return any(irr[s].get("trajectory", {}).get(key, {}).get("bound") == "lower"
+                   for s in irr)
+
     rows = [("closed form", lambda e: (e.get("closed_form", {}).get("epr"), None)),
             ("grid (Richardson)", lambda e: (e.get("grid", {}).get("epr_richardson"), None)),
             ("grid (finest)", lambda e: (e.get("grid", {}).get("epr"), None)),
             ("ensemble E[2fD⁻¹f + ∇·f]", lambda e: (e.get("ensemble", {}).get("epr"),
-                                                  e.get("ensemble", {}).get("stderr"))),
-            ("AR(1) fit", lambda e: (e.get("trajectory", {}).get("ar1", {}).get("epr"),
-                                     e.get("trajectory", {}).get("ar1", {}).get("stderr"))),
-            ("  shuffled null", lambda e: (e.get("trajectory", {}).get("ar1", {})
-                                           .get("shuffled_null"), None)),
-            ("lagged covariance", lambda e: (e.get("trajectory", {})
-                                             .get("lagged_covariance", {}).get("epr"),
-                                             e.get("trajectory", {})
-                                             .get("lagged_covariance", {}).get("stderr"))),
-            ("  shuffled null", lambda e: (e.get("trajectory", {}).get("lagged_covariance", {})
-                                           .get("shuffled_null"), None))]
+                                                  e.get("ensemble", {}).get("stderr")))]
+    for key, name in (("ar1", "AR(1) fit"), ("lagged_covariance", "lagged covariance"),
+                      ("gaussian_kl", "Gaussian KL rate")):
+        rows += [(("≥ " if lower(key) else "") + name, traj(key)),
+                 ("  shuffled null", null(key))]
     for name, get in rows:
         vals = [get(irr[s]) for s in sides]
         if all(v[0] is None for v in vals):
             continue
         lines.append(f"  {name:24s}" + "".join(f"{_num(*v):>22s}" for v in vals))
+    if any(lower(key) for key in ("ar1", "lagged_covariance", "gaussian_kl")):
+        lines.append("  (≥: a lower bound of e_p — the e_p of the best linear-Gaussian fit to the "
+                     "trajectories;\n   for a nonlinear system it can be far below the grid or "
+                     "ensemble value)")
     for s in sides:
         if "note" in irr[s]:
             lines.append(f"  ({irr[s]['note']})")
             break
+    for s in sides:
+        skipped = irr[s].get("grid", {}).get("skipped")
+        if skipped:
+            lines.append(f"  ({s} grid skipped: {skipped})")
     for s in sides:
         warn = irr[s].get("ensemble", {}).get("warning")
         if warn:
@@ -541,8 +597,19 @@ def format_report(rep):
                 lines.append(f"  {side} fixed points without a partner: {pairing[key]}")
     if "lyapunov" in rep:
         ly = rep["lyapunov"]
-        lines.append("\nlargest Lyapunov exponent  " + "   ".join(
-            f"{k}: {_num(v.get('mean'), v.get('stderr'))}" for k, v in ly.items()))
+        lines.append("\nlargest Lyapunov exponent (deterministic latent flow)")
+        for k, v in ly.items():
+            mean, se = v.get("mean"), v.get("stderr")
+            rel = f" ({se / abs(mean):.1%})" if mean and se is not None else ""
+            if v.get("reached") is None:
+                status = ""
+            elif v["reached"]:
+                status = f"; target {v['rtol']:.0%} reached"
+            else:
+                status = (f"; target {v['rtol']:.0%} NOT reached within the budget of "
+                          f"{v['budget']:g} (raise --lyapunov-time)")
+            lines.append(f"  {k:8s} {_num(mean, se)}{rel} after {v.get('time', 0):g} time units"
+                         f"{status}")
 
     comp = rep.get("comparison")
     if comp:
