@@ -164,8 +164,8 @@ def _params(values):
               help="Training samples K (0: 6000·d up to 32768, at least 4 per decoder "
                    "unknown N + 1 + p, at most 65536).")
 @click.option("--max-iter", default=None, type=click.IntRange(0),
-              help="L-BFGS-B iterations [default: 300 for N >= 256, 76800/N for smaller "
-                   "networks, at most 3000; with --data: 300].")
+              help="L-BFGS-B iterations [default: 100 with varpro; with joint 300 for N >= "
+                   "256, 76800/N for smaller networks, at most 3000; with --data: 300].")
 @click.option("--reg", default=None, type=Finite(min=0),
               help="Ridge penalty on decoders, relative to the drift's scale [default: 1e-10; "
                    "with --data: chosen on held-out trials].")
@@ -191,10 +191,15 @@ def _params(values):
 @click.option("--check-time", default=None, type=Finite(min=0),
               help="Time per trial of the self-check that samples network and target after "
                    "the fit [default: the system's duration, at most 10000 steps]; 0: no check.")
+@click.option("--method", type=click.Choice(["auto", "varpro", "joint"]), default="auto",
+              show_default=True,
+              help="Low-rank drift training: varpro (embedding optimized, decoders solved "
+                   "exactly inside the objective), joint (L-BFGS-B over both), auto (varpro up "
+                   "to 128 neurons, joint above).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def fit(system, data, substeps, holdout, state_noise, truth, neurons, out, params, mode, seed,
         tau, samples, max_iter, reg, fixed_embedding, dale, sigma_private, device, checkpoint,
-        resume, visited, visit_runs, check_time, quiet):
+        resume, visited, visit_runs, check_time, method, quiet):
     """Train a network of N neurons whose latent drift and diffusion match SYSTEM, or (--data)
     observed trajectories of an unknown system.
 
@@ -222,6 +227,9 @@ def fit(system, data, substeps, holdout, state_noise, truth, neurons, out, param
     elif mode != "lowrank" or params or samples or fixed_embedding or sigma_private:
         raise click.UsageError("with --data only low-rank networks are fitted; --mode, --param, "
                                "--samples, --fixed-embedding and --sigma-private do not apply")
+    elif (method != "auto" or check_time is not None or visited != 0.7 or visit_runs != 64):
+        raise click.UsageError("--method, --visited, --visit-runs and --check-time are for fits "
+                               "to a SYSTEM (with --data the states are the data's own)")
     progress = None if quiet else sys.stderr
     from ddm_numba._jit import compile_notices
     compile_notices(progress)
@@ -238,7 +246,8 @@ def fit(system, data, substeps, holdout, state_noise, truth, neurons, out, param
                           reg=1e-10 if reg is None else reg, fixed_embedding=fixed_embedding,
                           dale=dale, sigma_private=sigma_private, progress=progress,
                           device=device, checkpoint=checkpoint, resume=resume,
-                          visited=visited, visit_runs=visit_runs, self_check_time=check_time)
+                          visited=visited, visit_runs=visit_runs, self_check_time=check_time,
+                          method=method)
         if not quiet:
             click.echo(f"device: {net.meta['training']['device_reason']}", err=True)
     net.save(out)

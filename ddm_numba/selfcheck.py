@@ -13,9 +13,10 @@ and compares per coordinate a on the pooled states after a burn-in:
 Each against its *sampling floor*: the same distance between two independent samples of the
 target of the same size, estimated from random splits of A ∪ B into two halves of n trials
 (the mean over SPLITS splits). A distance of a few floors is what finite sampling gives; the
-verdict is "faithful" when, for every coordinate, TV ≤ 3 floors and the mean and std differ by at
-most max(5 %, 3 floors), and no more network trials than target trials leave the box by half its
-width (a network that settles on an attractor the target lacks).
+verdict is "faithful" when, for every coordinate, TV ≤ 3 floors, the std differs by at most
+max(5 %, 3 floors) and the mean by at most max(0.1 std, 3 floors), no more network trials than
+target trials leave the box by half its width (a network that settles on an attractor the target
+lacks), and few network states lie far from every target state (_spurious).
 """
 import time as _time
 
@@ -28,7 +29,8 @@ TRIALS = 32
 SPLITS = 16
 BINS = 40
 TV_RATIO = 3.0
-REL_TOL = 0.05
+REL_TOL = 0.05        # std: within 5 % (or 3 floors)
+MEAN_TOL = 0.1        # mean: within 0.1 of the target's std (or 3 floors)
 FLOOR_FACTOR = 3.0
 LEFT_MARGIN = 0.5     # box widths outside the box that count as "left the box"
 
@@ -52,12 +54,14 @@ def _distances(s, ref):
     return np.abs(m - m0) / sd0, sd / sd0 - 1.0, 0.5 * np.abs(h - h0).sum(axis=1)
 
 
-def _left_box(runs, domain):
+def _left_box(runs, domain, share=0.1):
+    """Trials that spend more than ``share`` of their records farther than LEFT_MARGIN box
+    widths outside the box: settled elsewhere, not a brief heavy-tailed excursion."""
     lo, hi = domain[:, 0], domain[:, 1]
     w = LEFT_MARGIN * (hi - lo)
     with np.errstate(invalid="ignore"):
         out = ~np.all((runs >= lo - w) & (runs <= hi + w), axis=2)
-    return int(out.any(axis=1).sum())
+    return int((out.mean(axis=1) > share).sum())
 
 
 SPURIOUS = 0.02       # fraction of network states far from every target state that is a problem
@@ -142,7 +146,7 @@ def self_check(system, net, z0, seed, time=None, trials=TRIALS, states=None):
         if abs(row["std_error"]) > max(REL_TOL, FLOOR_FACTOR * row["std_floor"]):
             out["problems"].append(f"{names[k]}'s std is off by {100 * row['std_error']:+.1f} % "
                                    f"(floor {100 * row['std_floor']:.1f} %)")
-        if row["mean_error"] > max(REL_TOL, FLOOR_FACTOR * row["mean_floor"]):
+        if row["mean_error"] > max(MEAN_TOL, FLOOR_FACTOR * row["mean_floor"]):
             out["problems"].append(f"{names[k]}'s mean is off by {row['mean_error']:.3g} stds "
                                    f"(floor {row['mean_floor']:.2g})")
     out["coordinates"] = coords
@@ -150,8 +154,9 @@ def self_check(system, net, z0, seed, time=None, trials=TRIALS, states=None):
     left_t = max(_left_box(A, system.domain), _left_box(B, system.domain))
     out["left_box"] = {"network": left_c, "target": left_t}
     if left_c > left_t:
-        out["problems"].append(f"{left_c} of {trials} network trials leave the box (target: "
-                               f"{left_t}): the network has states the target never visits")
+        out["problems"].append(f"{left_c} of {trials} network trials stay outside the box "
+                               f"(target: {left_t}): the network has an attractor the target "
+                               "lacks")
     frac, own, far = _spurious(A, B, C, system.domain, rng)
     out["spurious_fraction"] = {"network": frac, "target": own}
     if frac > max(SPURIOUS, 3 * own):

@@ -132,3 +132,56 @@ def test_fit_records_where_it_was_judged(dw):
     assert figs["held_out_on"].startswith("visited")
     assert {"e_f", "e_D", "e_f_box", "e_D_box", "e_f_components"} <= set(figs)
     assert dw.meta["training"]["measure"]["visited_fraction"] == pytest.approx(0.7, abs=1e-3)
+
+
+@pytest.mark.parametrize("p", [0, 2])
+def test_varpro_gradient_matches_finite_differences(p):
+    """d/d(M, c) of L*(M, c) = min_Θ L(Θ, M, c) (decoders solved exactly) against central
+    differences of L* itself, decoders re-solved at every perturbed point: the envelope-theorem
+    gradient is right only if ridge_decoders minimizes exactly the loss lowrank_loss_grad
+    evaluates (same Λ, τ, penalty)."""
+    from ddm_numba.matching import DriftData, Packer, varpro_loss_grad
+    rng = np.random.default_rng(7)
+    K, d, N, tau = 400, 2, 12, 0.7
+    z = rng.uniform(-1, 1, (K, d))
+    u = rng.uniform(-1, 1, (K, p))
+    f = np.column_stack([z[:, 1] - z[:, 0] ** 3, -z[:, 0] + 0.3 * np.sin(3 * z[:, 1])])
+    if p:
+        f = f + u @ rng.standard_normal((p, d))
+    data = DriftData(z, u, f, np.array([1.3, 0.6]), tau)
+    packer = Packer({"M": (N, d), "c": (N,)})
+    x = packer.pack({"M": rng.standard_normal((N, d)), "c": rng.uniform(-1, 1, N)})
+    reg_A = 1e-3
+    _, grad = varpro_loss_grad(x, packer, data, reg_A)
+    h = 1e-6
+    fd = np.empty_like(x)
+    for i in range(len(x)):
+        e = np.zeros_like(x)
+        e[i] = h
+        fd[i] = (varpro_loss_grad(x + e, packer, data, reg_A)[0] -
+                 varpro_loss_grad(x - e, packer, data, reg_A)[0]) / (2 * h)
+    assert np.max(np.abs(grad - fd)) <= 1e-6 * np.max(np.abs(fd)) + 1e-9
+
+
+def test_cli_measure_options(tmp_path):
+    """--visited 0 trains and judges on the box alone and --check-time 0 skips the self-check;
+    the options that only make sense for a SYSTEM are refused with --data."""
+    from click.testing import CliRunner
+    from ddm_numba import load_model
+    from ddm_numba_cli.main import main
+    runner = CliRunner()
+    out = tmp_path / "m.npz"
+    res = runner.invoke(main, ["fit", "double_well", "-N", "16", "--max-iter", "5", "--visited",
+                               "0", "--check-time", "0", "--method", "joint", "--out", str(out),
+                               "-q"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    meta = load_model(out).meta
+    assert meta["fit"]["held_out_on"] == "box" and "self_check" not in meta
+    assert meta["training"]["method"] == "joint"
+    assert meta["training"]["measure"]["visited_fraction"] == 0
+    res = runner.invoke(main, ["fit", "--data", str(out), "--method", "varpro", "--out",
+                               str(tmp_path / "n.npz")])
+    assert res.exit_code == 2 and "for fits to a SYSTEM" in res.output
+    res = runner.invoke(main, ["fit", "double_well", "--visited", "1.5", "--out",
+                               str(tmp_path / "n.npz")])
+    assert res.exit_code == 2 and "--visited" in res.output

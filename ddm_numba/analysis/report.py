@@ -381,7 +381,8 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
     nets = network_side(net)
     report = {"format": "ddm_numba.report/1", "version": __version__,
               "model": {"mode": net.mode, "N": net.N, "d": d, "tau": net.tau,
-                        "system": net.meta.get("system", {}), "fit": net.meta.get("fit", {})},
+                        "system": net.meta.get("system", {}), "fit": net.meta.get("fit", {}),
+                        "self_check": net.meta.get("self_check")},
               "settings": {"trials": trials, "time": time, "burn_in": burn_in, "seed": seed,
                            "dt": float(dt or net.meta.get("system", {}).get(
                                "dt", system.dt if system is not None else 0.01))}}
@@ -500,8 +501,17 @@ def format_report(rep):
                  f"tau={m['tau']:g}")
     fit = m.get("fit", {})
     if fit:
-        lines.append("  fit (held-out): " + ", ".join(f"{k} {_num(v)}" for k, v in fit.items()
-                                                      if isinstance(v, (int, float))))
+        where = fit.get("held_out_on", "held-out states")
+        lines.append(f"  fit (held-out, {where}): " + ", ".join(
+            f"{k} {_num(v)}" for k, v in fit.items() if isinstance(v, (int, float))))
+    check = m.get("self_check")
+    if check:
+        lines.append(f"  self-check at fit time: {check.get('verdict')}" +
+                     (f" (worst distribution {check['tv_ratio_max']:.1f}× its sampling floor, "
+                      f"{check['trials']} trials × {check['time']:g} time units)"
+                      if check.get("tv_ratio_max") is not None else ""))
+        for problem in check.get("problems", [])[:5]:
+            lines.append(f"    - {problem}")
     c = rep["connectivity"]
     lines.append("\nconnectivity")
     lines.append(f"  asymmetry ‖W_a‖/‖W‖      {_num(c['asymmetry']['a'])}"
