@@ -9,44 +9,21 @@ import time
 import warnings
 
 import numpy as np
-import scipy.linalg
 import scipy.optimize
-from threadpoolctl import threadpool_limits
 
-from . import __version__, interrupt
+from . import __version__
 from .backends import cpu, resolve_device
 from .errors import DDMError, checked_number as _number
 from .checkpoint import Checkpointer, check_resume, load_checkpoint
 from .network import Network
 from .resources import require
 from .systems import evaluate, get_system
+from .training import (Packer, _minimize, _Progress, diffusion_loss_grad,  # noqa: F401
+                       ridge_solve)
 
 
 class FitWarning(UserWarning):
     """A fit that finished but should not be trusted as it is (the message says why)."""
-
-
-class Packer:
-    """Named arrays <-> one flat float64 vector (in the order given)."""
-
-    def __init__(self, shapes):
-        self.shapes = dict(shapes)
-        self.slices = {}
-        start = 0
-        for name, shape in self.shapes.items():
-            size = int(np.prod(shape))
-            self.slices[name] = slice(start, start + size)
-            start += size
-        self.size = start
-
-    def pack(self, arrays):
-        flat = np.empty(self.size)
-        for name, sl in self.slices.items():
-            flat[sl] = np.asarray(arrays[name], dtype=float).ravel()
-        return flat
-
-    def unpack(self, flat):
-        return {name: flat[sl].reshape(self.shapes[name]) for name, sl in self.slices.items()}
 
 
 class DriftData:
@@ -110,14 +87,11 @@ def ridge_decoders(data, M, c, reg_A):
     Y = np.ascontiguousarray(data.tau * data.f + data.z)
     G, C, _ = cpu.gram_statistics(data.z, data.u, Y, np.ascontiguousarray(M.T),
                                   np.ascontiguousarray(c))
-    theta = np.empty((d, G.shape[0]))
     ridge = np.zeros(G.shape[0])
     ridge[:N] = 1.0
-    # a floor keeps the solve well posed when λ_A = 0 (tanh features can be nearly collinear)
-    floor = 1e-12 * np.trace(G) / G.shape[0]
-    for a in range(d):
-        lhs = G + np.diag(ridge * data.tau ** 2 * reg_A / data.lam[a] + floor)
-        theta[a] = scipy.linalg.solve(lhs, C[:, a], assume_a="pos")
+    # training.RIDGE_FLOOR keeps the solve well posed when λ_A = 0 (collinear tanh features)
+    penalty = np.array([ridge * data.tau ** 2 * reg_A / data.lam[a] for a in range(d)])
+    theta = ridge_solve(G, C, penalty).T
     return theta[:, :N], theta[:, N], theta[:, N + 1:]
 
 
@@ -191,17 +165,6 @@ def full_loss_grad_samples(data, W, b, B_in, M, c, P, Q, lam_perp):
 
 # -- diffusion --------------------------------------------------------------------------------------
 
-def diffusion_loss_grad(theta, packer, z, Dt, M, c, D_private, reg_R):
-    """L_g of DESIGN.md §4 (+ λ_R ‖R‖²) and its gradient in (S0, R), flat."""
-    prm = packer.unpack(theta)
-    loss, gS0, gR = cpu.diffusion_loss_grad(z, Dt, np.ascontiguousarray(prm["S0"]),
-                                            np.ascontiguousarray(prm["R"]),
-                                            np.ascontiguousarray(M.T), np.ascontiguousarray(c),
-                                            np.ascontiguousarray(D_private))
-    loss += reg_R * float(np.sum(prm["R"] ** 2))
-    return loss, packer.pack({"S0": gS0, "R": gR + 2.0 * reg_R * prm["R"]})
-
-
 # -- training ---------------------------------------------------------------------------------------
 
 def initial_embedding(domain, N, rng, gain=(0.5, 3.0)):
@@ -248,73 +211,6 @@ def relative_error(pred, true):
     if den <= 1e-12 * float(np.sum(true ** 2)):
         den = float(np.sum(true ** 2))
     return math.sqrt(num / den) if den > 0 else math.sqrt(num)
-
-
-class _Progress:
-    """Callback for L-BFGS-B: prints iteration, loss and time to a stream every few seconds."""
-
-    def __init__(self, stage, stream, every_s=2.0):
-        self.stage, self.stream, self.every_s = stage, stream, every_s
-        self.t0 = time.perf_counter()
-        self.last = -1e9
-        self.it = 0
-        self.loss = float("nan")
-
-    def __call__(self, intermediate_result):
-        self.it += 1
-        self.loss = float(intermediate_result.fun)
-        now = time.perf_counter()
-        if self.stream is not None and now - self.last >= self.every_s:
-            self.last = now
-            print(f"  [{self.stage}] iter {self.it:5d}  loss {self.loss:.4e}  "
-                  f"{now - self.t0:6.1f}s", file=self.stream, flush=True)
-
-
-def _minimize(fun, x0, stage, max_iter, tol, progress, bounds=None, blas_threads=1,
-              snapshot=None, checkpoint=None):
-    """L-BFGS-B with progress lines. ``blas_threads=1`` while numba kernels do the work: idle
-    OpenBLAS threads spin-wait after each BLAS call inside L-BFGS-B and steal the cores from
-    numba's threads (measured: 97 ms against 33 ms an evaluation for lorenz, N = 512, 2 cores).
-
-    Between evaluations a pending Ctrl-C/SIGTERM stops the optimization (interrupt.Interrupted);
-    the best point evaluated so far goes to ``checkpoint`` (checkpoint.Checkpointer) as the
-    arrays ``snapshot(x)`` — periodically, and at once when interrupted.
-    """
-    cb = _Progress(stage, progress)
-    t0 = time.perf_counter()
-    best = [math.inf, np.array(x0, dtype=float)]
-
-    def tracked(x):
-        interrupt.check(stage)
-        loss, grad = fun(x)
-        if loss < best[0]:
-            best[0], best[1] = float(loss), np.array(x)
-            if checkpoint is not None:
-                checkpoint.save(stage, snapshot(best[1]), best[0], cb.it)
-        return loss, grad
-
-    try:
-        with threadpool_limits(limits=blas_threads, user_api="blas"):
-            res = scipy.optimize.minimize(tracked, x0, jac=True, method="L-BFGS-B",
-                                          bounds=bounds, callback=cb,
-                                          options={"maxiter": int(max_iter), "ftol": tol,
-                                                   "gtol": 1e-12, "maxcor": 20})
-    except interrupt.Interrupted as exc:
-        exc.where = (f"the {stage} stage at iteration {cb.it}" +
-                     (f" (best loss {best[0]:.4e})" if math.isfinite(best[0]) else ""))
-        if checkpoint is not None and math.isfinite(best[0]):
-            checkpoint.save(stage, snapshot(best[1]), best[0], cb.it, force=True)
-            exc.partial = checkpoint.path
-        raise
-    if not np.all(np.isfinite(res.x)):
-        raise DDMError(f"{stage}: the optimizer produced non-finite parameters; "
-                       "try a smaller --reg or fewer --neurons")
-    info = {"iterations": int(res.nit), "evaluations": int(res.nfev), "loss": float(res.fun),
-            "seconds": time.perf_counter() - t0, "message": str(res.message)}
-    if progress is not None:
-        print(f"  [{stage}] done: {res.nit} iterations, loss {res.fun:.4e}, "
-              f"{info['seconds']:.1f}s ({res.message})", file=progress, flush=True)
-    return res.x, info
 
 
 TAU_RANGE = (1e-6, 1e6)
@@ -570,8 +466,7 @@ def fit_diffusion(system, net, z, g, reg, max_iter, tol, progress):
                                   np.ascontiguousarray(net.M.T), np.ascontiguousarray(net.c))
     ridge = np.full(N + 1, reg)
     ridge[N] = 0.0
-    coef = scipy.linalg.solve(G + np.diag(ridge + 1e-12 * np.trace(G) / len(G)), C,
-                              assume_a="pos")  # (N + 1, d m)
+    coef = ridge_solve(G, C, ridge)  # (N + 1, d m)
     R0 = coef[:N].T.reshape(d, m, N)
     S00 = coef[N].reshape(d, m)
     packer = Packer({"S0": (d, m), "R": (d, m, N)})

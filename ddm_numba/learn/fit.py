@@ -29,103 +29,18 @@ import sys
 import time
 
 import numpy as np
-import scipy.linalg
 
-from . import __version__
-from .backends import cpu
-from .errors import DDMError, checked_number as _number
-from .matching import (Packer, _minimize, _tau, diffusion_loss_grad, fit_memory,
-                       initial_embedding, relative_error)
+from .. import __version__
+from ..backends import cpu
+from ..errors import DDMError, checked_number as _number
+from ..matching import _tau, fit_memory, initial_embedding, relative_error
+from ..network import Network
+from ..resources import require
+from ..systems import get_system, system_from_record
+from ..training import (Packer, _minimize, diffusion_objective, lowrank_scale,
+                        ridge_path_error, ridge_solve)
+from .data import Observations, load_observations, _split
 from .multistep import integrate, multistep_loss_grad
-from .network import Network
-from .resources import require
-from .simulate import Trajectories, real_array
-from .systems import get_system, system_from_record
-
-
-class Observations:
-    """Validated trajectories: t (T,), z (trials, T, d), Δt, and the valid segments.
-
-    A time row is valid when all d coordinates are finite; NaN gaps split a trial into segments
-    (maximal runs of valid rows), and increments never cross a gap.
-    """
-
-    def __init__(self, t, z, meta=None, source="data"):
-        t = real_array(t, "t", source)
-        z = real_array(z, "z", source)
-        if z.ndim != 3:
-            raise DDMError(f"{source}: key 'z' must have shape (trials, T, d), got {z.shape}")
-        if t.ndim != 1 or t.shape[0] != z.shape[1]:
-            raise DDMError(f"{source}: key 't' has shape {t.shape}, expected ({z.shape[1]},) "
-                           "to match 'z' (trials, T, d)")
-        if z.shape[1] < 3:
-            raise DDMError(f"{source}: need at least 3 time points, got {z.shape[1]}")
-        if not np.all(np.isfinite(t)):
-            raise DDMError(f"{source}: key 't' has non-finite time stamps")
-        steps = np.diff(t)
-        if np.any(steps <= 0):
-            raise DDMError(f"{source}: time stamps must increase strictly "
-                           f"(t[{int(np.argmin(steps)) + 1}] <= the one before)")
-        dt = float(np.median(steps))
-        if np.max(np.abs(steps - dt)) > 1e-6 * dt:
-            k = int(np.argmax(np.abs(steps - dt)))
-            raise DDMError(f"{source}: irregular time stamps (step {steps[k]:.6g} at t = "
-                           f"{t[k]:.6g}, median step {dt:.6g}); increment matching needs one "
-                           "sampling interval: resample onto a uniform grid (e.g. numpy.interp) "
-                           "or put NaN rows where samples are missing")
-        self.t, self.z, self.dt = t, z, dt
-        self.meta = dict(meta or {})
-        self.source = source
-        self.valid = np.all(np.isfinite(z), axis=2)            # (trials, T)
-        if self.valid.sum() < 3:
-            raise DDMError(f"{source}: fewer than 3 finite samples")
-        for a in range(z.shape[2]):
-            col = z[..., a][self.valid]
-            if col.size and np.ptp(col) <= 1e-12 * max(1.0, float(np.max(np.abs(col)))):
-                raise DDMError(f"{source}: coordinate {a} of 'z' is constant ({col[0]:g}); "
-                               "there is no dynamics to learn in it: drop it or check the data")
-
-    trials = property(lambda self: self.z.shape[0])
-    d = property(lambda self: self.z.shape[2])
-
-    def pairs(self, trials, lag=1):
-        """(z_k, z_{k+lag}) for k, k+lag in the same valid segment of the given trials."""
-        z0, z1 = [], []
-        for tr in trials:
-            ok = self.valid[tr]
-            # a pair is inside one segment iff every row from k to k+lag is valid
-            run = np.convolve(ok.astype(int), np.ones(lag + 1, dtype=int), "valid") == lag + 1
-            k = np.flatnonzero(run)
-            z0.append(self.z[tr, k])
-            z1.append(self.z[tr, k + lag])
-        return np.concatenate(z0), np.concatenate(z1)
-
-
-def load_observations(data):
-    """Observations from a Trajectories object or a trajectory file (DESIGN.md §8)."""
-    if isinstance(data, Observations):
-        return data
-    if isinstance(data, Trajectories):
-        return Observations(data.t, data.z, data.meta, "trajectories")
-    traj = Trajectories.load(data)
-    return Observations(traj.t, traj.z, traj.meta, str(data))
-
-
-def _split(obs, holdout):
-    """Held-out trials: the last round(holdout·trials) (at least 1 when there are ≥ 2 trials).
-
-    With a single trial, its last fraction of time is held out instead (a NaN row separates the
-    two parts, so no increment crosses them).
-    """
-    if obs.trials >= 2:
-        n_val = min(obs.trials - 1, max(1, int(round(holdout * obs.trials))))
-        return obs, list(range(obs.trials - n_val)), list(range(obs.trials - n_val, obs.trials))
-    T = obs.z.shape[1]
-    cut = int(T * (1 - holdout))
-    z = np.full((2, T, obs.d), np.nan)
-    z[0, :cut] = obs.z[0, :cut]
-    z[1, cut + 1:] = obs.z[0, cut + 1:]
-    return Observations(obs.t, z, obs.meta, obs.source), [0], [1]
 
 
 def _truth(obs, truth):
@@ -174,20 +89,14 @@ class _Ridge:
         self.sv = np.mean(Yv ** 2, axis=0)
 
     def solve(self, reg):
-        N, d = self.N, len(self.lam)
         ridge = np.zeros(self.G.shape[0])
-        ridge[:N] = 1.0
-        floor = 1e-12 * np.trace(self.G) / self.G.shape[0]
+        ridge[:self.N] = 1.0
         reg_A = reg * float(np.mean(self.lam)) / self.tau ** 2
-        theta = np.empty((d, self.G.shape[0]))
-        for a in range(d):
-            lhs = self.G + np.diag(ridge * self.tau ** 2 * reg_A / self.lam[a] + floor)
-            theta[a] = scipy.linalg.solve(lhs, self.C[:, a], assume_a="pos")
-        return theta
+        penalty = np.array([ridge * self.tau ** 2 * reg_A / la for la in self.lam])
+        return ridge_solve(self.G, self.C, penalty).T
 
     def held_out(self, theta):
-        e = [theta[a] @ self.Gv @ theta[a] - 2 * theta[a] @ self.Cv[:, a] + self.sv[a]
-             for a in range(len(self.lam))]
+        e = ridge_path_error(theta.T, self.Gv, self.Cv, self.sv)
         return float(np.dot(self.lam, e)) / self.tau ** 2
 
 
@@ -349,9 +258,7 @@ def _refine(A, b_z, M, c, tau, z0, z1, dt, substeps, lam, reg, max_iter, n_pairs
     reg_A = reg * float(np.mean(lam)) / tau ** 2
     packer = Packer({"A": (d, N), "b_z": (d,), "M": (N, d), "c": (N,)})
     # L-BFGS-B is not scale invariant: each block in units where it is O(1)
-    sA = max(float(np.abs(A).std()), 1e-3)
-    scale = packer.pack({"A": np.full((d, N), sA), "b_z": np.full(d, sA),
-                         "M": np.tile(np.abs(M).std(axis=0), (N, 1)), "c": np.full(N, 1.0)})
+    scale = lowrank_scale(packer, A, M)
     # the loss is Σ Λ (Δ − pred)²/Δt² ~ Λ (noise²/Δt), O(1/Δt): normalise by its start value
     loss0, _ = multistep_loss_grad(A, b_z, M, c, tau, z0, z1, h, substeps, lam, reg_A)
     norm = 1.0 / max(loss0, 1e-300)
@@ -391,12 +298,10 @@ def _state_noise(net, z0, r, dt, S0, reg, progress, max_samples=100000):
     zc = np.ascontiguousarray(z0)
     MT, c = np.ascontiguousarray(net.M.T), np.ascontiguousarray(net.c)
     psi = np.column_stack([np.tanh(zc @ net.M.T + net.c), np.ones(K)])
-    floor = np.zeros(N + 1)
 
     def ridge_fit(Y):
         G, C, _ = cpu.gram_statistics(zc, np.zeros((K, 0)), np.ascontiguousarray(Y), MT, c)
-        lhs = G + np.diag(floor + 1e-8 * np.trace(G) / len(G))
-        return scipy.linalg.solve(lhs, C, assume_a="pos")          # (N + 1, outputs)
+        return ridge_solve(G, C, np.full(N + 1, 1e-8 * np.trace(G) / len(G)))  # (N + 1, outputs)
 
     # 1. smoothed D̂(z_k)
     Dn = np.einsum("ka,kb->kab", r, r) / dt
@@ -411,14 +316,7 @@ def _state_noise(net, z0, r, dt, S0, reg, progress, max_samples=100000):
     start = {"S0": coef[N].reshape(d, d), "R": coef[:N].T.reshape(d, d, N)}
     # 3. polish on the smoothed targets
     packer = Packer({"S0": (d, d), "R": (d, d, N)})
-    Dt = np.ascontiguousarray(D_hat)
-    scale_D = 1.0 / max(float(np.mean(np.sum(Dt ** 2, axis=(1, 2)))), 1e-300)
-    D_private = np.zeros((d, d))
-
-    def objective(x):
-        loss, grad = diffusion_loss_grad(x, packer, zc, Dt, net.M, net.c, D_private, reg)
-        return loss * scale_D, grad * scale_D
-
+    objective = diffusion_objective(packer, zc, D_hat, net.M, net.c, np.zeros((d, d)), reg)
     x, info = _minimize(objective, packer.pack(start), "diffusion", 300, 1e-12, progress)
     prm = packer.unpack(x)
     info["method"] = "smoothed r rᵀ/Δt, Cholesky, ridge on g, then L-BFGS-B"
