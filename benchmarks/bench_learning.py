@@ -301,7 +301,9 @@ def main(argv=None):
             results[case] = run_case(z[:, ::10], 0.1, args, 4)
         else:
             raise SystemExit(f"unknown case {case!r}")
-        print(f"[{case} done]", file=sys.stderr, flush=True)
+        for name, r in results[case].items():
+            print(f"[{case}] {name}: e_f {r['e_f']:.3f}, e_D {r['e_D']:.3f}, "
+                  f"{r['seconds']:.1f} s", file=sys.stderr, flush=True)
     label = {"fine": "Δt = 0.01", "coarse": "Δt = 0.1", "coarse-substeps": "Δt = 0.1"}
     print("| data | method | e_f | e_D | fit time |")
     print("| --- | --- | --- | --- | --- |")
