@@ -101,15 +101,19 @@ def test_fit_from_data_cli_and_sampling_a_model_without_truth(tmp_path):
 @pytest.mark.slow
 def test_adjoint_refinement_removes_the_bias_of_coarse_increments():
     """limit_cycle sampled every Δt = 0.2: one-step Euler targets are biased (the drift changes
-    over Δt), so increment matching is visibly off; the RK4 shooting loss with its adjoint
-    gradient removes the bias. Measured with these settings: e_f 0.117 → 0.047 (N = 32, 300
-    iterations; over the central-99% region); here fewer iterations, and the bound leaves room."""
+    over Δt), so increment matching without the Itô correction is visibly off; the RK4 shooting
+    loss with its adjoint gradient removes the bias, and so does the Itô–Taylor correction of the
+    targets (the default). Measured with these settings (N = 32, over the central-99% region):
+    e_f 0.117 → 0.047 by refinement (300 iterations, before early stopping), 0.033 by the Itô
+    correction alone; here fewer iterations, and the bounds leave room."""
     data = sample_target("limit_cycle", trials=100, time=100, seed=5, dt=0.01, record_every=20)
-    plain = fit_data(data, 32, seed=0, progress=None)
-    refined = fit_data(data, 32, seed=0, substeps=4, refine_iter=150, progress=None)
+    plain = fit_data(data, 32, seed=0, ito=False, progress=None)
+    refined = fit_data(data, 32, seed=0, ito=False, substeps=4, refine_iter=150, progress=None)
+    corrected = fit_data(data, 32, seed=0, progress=None)
     e0, e1 = plain.meta["fit"]["e_f"], refined.meta["fit"]["e_f"]
     assert e0 > 0.1                     # visibly biased
     assert e1 < e0 / 1.5
+    assert corrected.meta["fit"]["e_f"] < e0 / 1.5
     assert refined.meta["training"]["stages"]["refine"]["iterations"] > 10
 
 
@@ -142,14 +146,13 @@ def _held_out_multistep(net, data, substeps, n_val):
     return float(np.mean(np.sum(lam * (pred - v1) ** 2, axis=1)))
 
 
-@pytest.mark.slow          # ~7 s per case on 2 shared cores
-@pytest.mark.parametrize("neurons", [16, 96])
+@pytest.mark.parametrize("neurons", [16, 96])      # 1.4 s and 2.9 s warm
 def test_refinement_never_makes_the_held_out_loss_worse(neurons):
     """limit_cycle at Δt = 0.2 (biased one-step targets), 10 trials × 40 time units: the adjoint
     refinement is early-stopped on the held-out trials' multi-step loss and falls back to the
-    increment-matching solution when no iterate lowers it. With 16 neurons it helps; with 96
-    neurons on ~1600 training pairs it has every chance to overfit (measured: the first chunk of 20
-    iterations raised the held-out loss, the second lowered it). Either way the held-out
+    increment-matching solution when no iterate lowers it. With 96 neurons on ~1600 training
+    pairs it has every chance to overfit (measured: no chunk of 20 iterations lowered the
+    held-out loss, and the increment-matching solution came back unchanged). Either way the held-out
     loss, recomputed here, is not above increment matching's (1e-9 relative: rounding)."""
     data = sample_target("limit_cycle", trials=10, time=40, seed=3, dt=0.01, record_every=20)
     plain = fit_data(data, neurons, seed=0, progress=None)
@@ -163,10 +166,9 @@ def test_refinement_never_makes_the_held_out_loss_worse(neurons):
         np.testing.assert_array_equal(refined.A, plain.A)
     else:
         assert after < before
-    if neurons == 16:   # refinement helps here: e_f 0.157 -> 0.111 measured (noise-dominated
-        # held-out loss 0.843 -> 0.838: its floor is the noise); the bound leaves room
-        assert not info["kept_increment_matching"]
-        assert refined.meta["fit"]["e_f"] < 0.9 * plain.meta["fit"]["e_f"]
+    # e_f against the truth follows only loosely: measured 0.123 -> 0.125 (16 neurons), the
+    # held-out loss being noise-dominated (0.84, its floor the noise); bound: no worse than 10 %
+    assert refined.meta["fit"]["e_f"] <= 1.1 * plain.meta["fit"]["e_f"]
 
 
 def test_ito_generator_of_the_network_drift_against_finite_differences():

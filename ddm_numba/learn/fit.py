@@ -418,7 +418,9 @@ def _refine(A, b_z, M, c, tau, z0, z1, v0, v1, dt, substeps, lam, reg, max_iter,
             stale += 1
         if info["iterations"] < asked:
             break             # converged (or stuck) before the chunk's end
-    prm = packer.unpack(best[1] * scale)
+    # kept: the start itself, not its round trip through the scaled vector
+    prm = ({"A": A, "b_z": b_z, "M": M, "c": c} if best[2] == 0 else
+           packer.unpack(best[1] * scale))
     info = {"iterations": done, "substeps": substeps, "pairs": int(len(z0)),
             "held_out_pairs": int(len(v0)), "loss_start": float(loss0),
             "held_out_start": start, "held_out_best": best[0], "best_iteration": best[2],
