@@ -9,11 +9,9 @@ import time
 import warnings
 
 import numpy as np
-import scipy.linalg
 import scipy.optimize
-from threadpoolctl import threadpool_limits
 
-from . import __version__, interrupt, selfcheck
+from . import __version__, selfcheck
 from .backends import cpu, resolve_device
 from .errors import DDMError, checked_number as _number
 from .checkpoint import Checkpointer, check_resume, load_checkpoint
@@ -21,33 +19,12 @@ from .network import Network
 from .resources import require
 from .measure import check_fraction, pick, visit
 from .systems import evaluate, get_system
+from .training import (Packer, _minimize, diffusion_loss_grad,  # noqa: F401 (old names)
+                       lowrank_scale, ridge_solve)
 
 
 class FitWarning(UserWarning):
     """A fit that finished but should not be trusted as it is (the message says why)."""
-
-
-class Packer:
-    """Named arrays <-> one flat float64 vector (in the order given)."""
-
-    def __init__(self, shapes):
-        self.shapes = dict(shapes)
-        self.slices = {}
-        start = 0
-        for name, shape in self.shapes.items():
-            size = int(np.prod(shape))
-            self.slices[name] = slice(start, start + size)
-            start += size
-        self.size = start
-
-    def pack(self, arrays):
-        flat = np.empty(self.size)
-        for name, sl in self.slices.items():
-            flat[sl] = np.asarray(arrays[name], dtype=float).ravel()
-        return flat
-
-    def unpack(self, flat):
-        return {name: flat[sl].reshape(self.shapes[name]) for name, sl in self.slices.items()}
 
 
 class DriftData:
@@ -111,14 +88,11 @@ def ridge_decoders(data, M, c, reg_A):
     Y = np.ascontiguousarray(data.tau * data.f + data.z)
     G, C, _ = cpu.gram_statistics(data.z, data.u, Y, np.ascontiguousarray(M.T),
                                   np.ascontiguousarray(c))
-    theta = np.empty((d, G.shape[0]))
     ridge = np.zeros(G.shape[0])
     ridge[:N] = 1.0
-    # a floor keeps the solve well posed when λ_A = 0 (tanh features can be nearly collinear)
-    floor = 1e-12 * np.trace(G) / G.shape[0]
-    for a in range(d):
-        lhs = G + np.diag(ridge * data.tau ** 2 * reg_A / data.lam[a] + floor)
-        theta[a] = scipy.linalg.solve(lhs, C[:, a], assume_a="pos")
+    # training.RIDGE_FLOOR keeps the solve well posed when λ_A = 0 (collinear tanh features)
+    penalty = np.array([ridge * data.tau ** 2 * reg_A / data.lam[a] for a in range(d)])
+    theta = ridge_solve(G, C, penalty).T
     return theta[:, :N], theta[:, N], theta[:, N + 1:]
 
 
@@ -192,17 +166,6 @@ def full_loss_grad_samples(data, W, b, B_in, M, c, P, Q, lam_perp):
 
 # -- diffusion --------------------------------------------------------------------------------------
 
-def diffusion_loss_grad(theta, packer, z, Dt, M, c, D_private, reg_R):
-    """L_g of DESIGN.md §4 (+ λ_R ‖R‖²) and its gradient in (S0, R), flat."""
-    prm = packer.unpack(theta)
-    loss, gS0, gR = cpu.diffusion_loss_grad(z, Dt, np.ascontiguousarray(prm["S0"]),
-                                            np.ascontiguousarray(prm["R"]),
-                                            np.ascontiguousarray(M.T), np.ascontiguousarray(c),
-                                            np.ascontiguousarray(D_private))
-    loss += reg_R * float(np.sum(prm["R"] ** 2))
-    return loss, packer.pack({"S0": gS0, "R": gR + 2.0 * reg_R * prm["R"]})
-
-
 # -- training ---------------------------------------------------------------------------------------
 
 def initial_embedding(domain, N, rng, gain=(0.5, 3.0)):
@@ -251,88 +214,6 @@ def relative_error(pred, true):
     return math.sqrt(num / den) if den > 0 else math.sqrt(num)
 
 
-class _Progress:
-    """Callback for L-BFGS-B: prints iteration, loss and time to a stream every few seconds."""
-
-    def __init__(self, stage, stream, every_s=2.0, rtol=0.0, window=10):
-        self.stage, self.stream, self.every_s = stage, stream, every_s
-        self.t0 = time.perf_counter()
-        self.last = -1e9
-        self.it = 0
-        self.loss = float("nan")
-        self.rtol, self.window = rtol, window
-        self.history = []
-        self.converged = False
-
-    def __call__(self, intermediate_result):
-        self.it += 1
-        self.loss = float(intermediate_result.fun)
-        now = time.perf_counter()
-        if self.stream is not None and now - self.last >= self.every_s:
-            self.last = now
-            print(f"  [{self.stage}] iter {self.it:5d}  loss {self.loss:.4e}  "
-                  f"{now - self.t0:6.1f}s", file=self.stream, flush=True)
-        # A relative stopping rule. scipy's ftol tests (f_k − f_{k+1}) / max(|f_k|, |f_{k+1}|, 1)
-        # — absolute below a loss of 1, and our losses are O(e_f²) ≪ 1, so a fixed ftol stops
-        # a fit of loss 1e-8 early and one of loss 1 never. Stop instead when the loss fell by
-        # less than rtol per iteration, relative to itself, over the last `window` iterations.
-        self.history.append(self.loss)
-        if self.rtol > 0 and len(self.history) > self.window:
-            old = self.history[-1 - self.window]
-            if old - self.loss <= self.rtol * self.window * abs(self.loss):
-                self.converged = True
-                raise StopIteration
-
-
-def _minimize(fun, x0, stage, max_iter, tol, progress, bounds=None, blas_threads=1,
-              snapshot=None, checkpoint=None):
-    """L-BFGS-B with progress lines. ``blas_threads=1`` while numba kernels do the work: idle
-    OpenBLAS threads spin-wait after each BLAS call inside L-BFGS-B and steal the cores from
-    numba's threads (measured: 97 ms against 33 ms an evaluation for lorenz, N = 512, 2 cores).
-
-    Between evaluations a pending Ctrl-C/SIGTERM stops the optimization (interrupt.Interrupted);
-    the best point evaluated so far goes to ``checkpoint`` (checkpoint.Checkpointer) as the
-    arrays ``snapshot(x)`` — periodically, and at once when interrupted.
-    """
-    cb = _Progress(stage, progress, rtol=tol)
-    t0 = time.perf_counter()
-    best = [math.inf, np.array(x0, dtype=float)]
-
-    def tracked(x):
-        interrupt.check(stage)
-        loss, grad = fun(x)
-        if loss < best[0]:
-            best[0], best[1] = float(loss), np.array(x)
-            if checkpoint is not None:
-                checkpoint.save(stage, snapshot(best[1]), best[0], cb.it)
-        return loss, grad
-
-    try:
-        with threadpool_limits(limits=blas_threads, user_api="blas"):
-            res = scipy.optimize.minimize(tracked, x0, jac=True, method="L-BFGS-B",
-                                          bounds=bounds, callback=cb,
-                                          options={"maxiter": int(max_iter), "ftol": 0.0,
-                                                   "gtol": 0.0, "maxcor": 20})
-    except interrupt.Interrupted as exc:
-        exc.where = (f"the {stage} stage at iteration {cb.it}" +
-                     (f" (best loss {best[0]:.4e})" if math.isfinite(best[0]) else ""))
-        if checkpoint is not None and math.isfinite(best[0]):
-            checkpoint.save(stage, snapshot(best[1]), best[0], cb.it, force=True)
-            exc.partial = checkpoint.path
-        raise
-    if not np.all(np.isfinite(res.x)):
-        raise DDMError(f"{stage}: the optimizer produced non-finite parameters; "
-                       "try a smaller --reg or fewer --neurons")
-    message = (f"converged: relative decrease below {tol:g} per iteration over the last "
-               f"{cb.window}" if cb.converged else str(res.message))
-    info = {"iterations": int(res.nit), "evaluations": int(res.nfev), "loss": float(res.fun),
-            "seconds": time.perf_counter() - t0, "message": message}
-    if progress is not None:
-        print(f"  [{stage}] done: {res.nit} iterations, loss {res.fun:.4e}, "
-              f"{info['seconds']:.1f}s ({message})", file=progress, flush=True)
-    return res.x, info
-
-
 TAU_RANGE = (1e-6, 1e6)
 
 
@@ -352,12 +233,7 @@ def _joint_drift(data, params, reg_joint, max_iter, tol, progress, device, ckpt,
     d, N = A.shape
     p = data.p
     packer = lowrank_packer(N, d, p, train_embedding=True)
-    # L-BFGS-B is not scale invariant: optimize in units where each block is O(1)
-    scale = packer.pack({"A": np.full((d, N), max(np.abs(A).std(), 1e-3)),
-                         "b_z": np.full(d, max(np.abs(A).std(), 1e-3)),
-                         "B_z": np.full((d, p), max(np.abs(B_z).std(), 1e-3) if p else 1.0),
-                         "M": np.tile(np.abs(M).std(axis=0), (N, 1)),
-                         "c": np.full(N, 1.0)})
+    scale = lowrank_scale(packer, A, M, B_z)   # L-BFGS-B is not scale invariant
     device_data = None
     if device == "cuda":
         from .backends import cuda_loss
@@ -809,8 +685,7 @@ def fit_diffusion(system, net, z, g, reg, max_iter, tol, progress):
                                   np.ascontiguousarray(net.M.T), np.ascontiguousarray(net.c))
     ridge = np.full(N + 1, reg)
     ridge[N] = 0.0
-    coef = scipy.linalg.solve(G + np.diag(ridge + 1e-12 * np.trace(G) / len(G)), C,
-                              assume_a="pos")  # (N + 1, d m)
+    coef = ridge_solve(G, C, ridge)  # (N + 1, d m)
     R0 = coef[:N].T.reshape(d, m, N)
     S00 = coef[N].reshape(d, m)
     packer = Packer({"S0": (d, m), "R": (d, m, N)})

@@ -744,7 +744,8 @@ def test_a_code_naming_file_in_a_real_process(base, tmp_path):
 def test_fuzz_suite_catches_a_reopened_hole(base, monkeypatch):
     """With the old, unsafe reading of meta.system (resolve record["spec"] with get_system),
     the code-naming check fails: the marker file appears."""
-    from ddm_numba import learn, simulate, systems
+    from ddm_numba import simulate, systems
+    from ddm_numba.learn import fit as learn
     safe = systems.system_from_record
 
     def unsafe(record, given=None, what="this model"):
@@ -844,7 +845,7 @@ KNOWN_BUGS = {
         lambda base: check_sample_option(base, "--time", "1e308")),
     # `ddm fit --data T.npz` with tiny time stamps (t scaled by 1e-300: sampling interval
     # 1e-302): ValueError 'array must not contain infs or NaNs' from scipy.linalg.solve in
-    # learn.py (the ridge solve): the increments / dt overflow
+    # learn/fit.py (the ridge solve): the increments / dt overflow
     "fit --data with a sampling interval below ~1e-160": KnownBug(
         ("trajectory",), tiny_sampling_interval,
         lambda base: check_traj_file(base, Mutation("t_scale", 1e-300, ANY))),

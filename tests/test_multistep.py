@@ -7,9 +7,9 @@ import pytest
 from scipy.integrate import solve_ivp
 from scipy.optimize import minimize
 
-import ddm_numba.multistep as ms
+import ddm_numba.learn.multistep as ms
 from ddm_numba.errors import DDMError
-from ddm_numba.multistep import integrate, multistep_loss_grad
+from ddm_numba.learn.multistep import integrate, multistep_loss_grad
 
 KEYS = ("A", "b_z", "M", "c")
 

@@ -63,8 +63,8 @@ import numbers
 import numpy as np
 from numba import prange
 
-from ._jit import kernel, phi
-from .errors import DDMError
+from .._jit import kernel, phi
+from ..errors import DDMError
 
 BLOCK = 256
 CHUNK = 65536
