@@ -743,7 +743,6 @@ def _lyapunov_to_accuracy(flow, z, v, dt, budget, transient, renorm_every, rtol,
                           min_blocks):
     """Blocks of `block` time until stderr ≤ max(rtol |λ|, atol) or the budget is spent
     (largest_lyapunov, "To a stated accuracy"), the alignment blocks left out."""
-    K = z.shape[0]
     steps = max(1, int(round(block / dt)))
     block = steps * dt
     max_blocks = max(min_blocks, int(np.floor(budget / block + 1e-9)))

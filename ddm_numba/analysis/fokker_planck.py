@@ -323,18 +323,23 @@ def _check_periodic(periodic, d):
     return tuple(bool(x) for x in flags)
 
 
+def _evaluate_user(func, z, failed, expected):
+    """func(z) as a float array; an exception from the user's function becomes a DDMError that
+    says what failed and what shape is expected."""
+    try:
+        return np.asarray(func(z.copy()), dtype=float)
+    except DDMError:
+        raise
+    except Exception as exc:
+        raise DDMError(f"{failed}: {type(exc).__name__}: {exc}. {expected}") from exc
+
+
 def _call_drift(drift, z, d, where):
     """f = drift(z) checked: shape (K, d) and finite, with a message naming what is wrong."""
     if not callable(drift):
         raise DDMError(f"drift must be a callable z (K, d) -> f (K, d), got {type(drift).__name__}")
-    try:
-        f = np.asarray(drift(z.copy()), dtype=float)
-    except DDMError:
-        raise
-    except Exception as exc:
-        raise DDMError(f"drift failed on an array of shape {z.shape} ({where}): "
-                       f"{type(exc).__name__}: {exc}. It must be vectorised: z (K, d) -> f (K, d)"
-                       ) from exc
+    f = _evaluate_user(drift, z, f"drift failed on an array of shape {z.shape} ({where})",
+                       "It must be vectorised: z (K, d) -> f (K, d)")
     if f.shape != z.shape:
         raise DDMError(f"drift returned shape {f.shape} for z of shape {z.shape}; it must be "
                        f"vectorised and return one row of {d} components per point, "
@@ -408,11 +413,8 @@ class _Diffusion:
 
 def _call_diffusion(func, z):
     """D(z) for d = 1, checked: K finite positive values, returned as shape (K, 1)."""
-    try:
-        D = np.asarray(func(z.copy()), dtype=float)
-    except Exception as exc:
-        raise DDMError(f"D failed on an array of shape {z.shape}: {type(exc).__name__}: {exc}. "
-                       "A state-dependent D must be vectorised: z (K, 1) -> D (K, 1, 1)") from exc
+    D = _evaluate_user(func, z, f"D failed on an array of shape {z.shape}",
+                       "A state-dependent D must be vectorised: z (K, 1) -> D (K, 1, 1)")
     if D.size != len(z) or D.shape[0] != len(z):
         raise DDMError(f"D returned shape {D.shape} for z of shape {z.shape}; it must return "
                        f"shape ({len(z)}, 1, 1)")
@@ -426,13 +428,8 @@ def _call_diffusion(func, z):
 
 def _call_diffusion_2d(func, z):
     """D(z) for d = 2, checked: finite, symmetric, positive definite, shape (K, 2, 2)."""
-    try:
-        D = np.asarray(func(z.copy()), dtype=float)
-    except DDMError:
-        raise
-    except Exception as exc:
-        raise DDMError(f"D failed on an array of shape {z.shape}: {type(exc).__name__}: {exc}. "
-                       "A state-dependent D must be vectorised: z (K, 2) -> D (K, 2, 2)") from exc
+    D = _evaluate_user(func, z, f"D failed on an array of shape {z.shape}",
+                       "A state-dependent D must be vectorised: z (K, 2) -> D (K, 2, 2)")
     if D.shape != (len(z), 2, 2):
         raise DDMError(f"D returned shape {D.shape} for z of shape {z.shape}; it must return "
                        f"shape ({len(z)}, 2, 2), D = g gᵀ at each point")

@@ -47,7 +47,7 @@ from ..resources import require
 from ..systems import get_system, system_from_record
 from ..training import (Packer, _minimize, diffusion_objective, lowrank_scale,
                         ridge_path_error, ridge_solve)
-from .data import Observations, load_observations, _split
+from .data import load_observations, _split
 from .multistep import integrate, multistep_loss_grad
 
 
