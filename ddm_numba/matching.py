@@ -584,12 +584,12 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
 
 
 def _self_check(system, net, measure, seed, check_time, say, far):
-    """selfcheck.self_check from the held-out runs' last states (on the attractor); the network
-    states far from the target's go to the list ``far``."""
+    """selfcheck.self_check from the held-out runs' states (on the attractor, after their
+    burn-in); the network states far from the target's go to the list ``far``."""
     ends = measure["ends"]
     if ends is None or len(ends) == 0:
         vis = visit(system, selfcheck.TRIALS, seed ^ 0x5E1F)
-        ends = vis.ends() if len(vis.z) else None
+        ends = vis.pooled() if len(vis.z) else None
     if ends is None or len(ends) == 0:
         say("self-check: skipped (every target run from the box escaped)")
         return {"verdict": "unchecked", "problems": ["every target run from the box escaped"]}
@@ -640,7 +640,7 @@ def training_measure(system, K, K_test, fraction, runs, rng, say):
         summary.update(vis.summary(system.domain), training_runs=n_train_runs)
     return {"z": z, "u": u, "z_test": z_test, "u_test": u_test, "z_box": z_box, "u_box": u_box,
             "n_visited": n_vis, "held_out_on": held_out_on, "summary": summary,
-            "ends": vis.ends(slice(n_train_runs, None)) if n_vis else None}
+            "ends": vis.pooled(slice(n_train_runs, None)) if n_vis else None}
 
 
 def figures_of_fit(system, net, z, u, f, g):

@@ -3,7 +3,8 @@ simulation can tell?
 
 Held-out drift errors are averages; what a user needs to know is whether the *sampled* network
 has the target's stationary law. The check samples the target twice (runs A and B, independent
-noise) and the network once (run C, its own noise), all from the same states on the attractor,
+noise) and the network once (run C, its own noise), at the target's step, each from its own
+states drawn on the attractor,
 and compares per coordinate a on the pooled states after a burn-in:
 
     mean    |m_C − m_A| / s_A             (in units of the target's std)
@@ -14,7 +15,7 @@ Each against its *sampling floor*: the same distance between two independent sam
 target of the same size, estimated from random splits of A ∪ B into two halves of n trials
 (the mean over SPLITS splits). A distance of a few floors is what finite sampling gives; the
 verdict is "faithful" when, for every coordinate, TV ≤ 3 floors, the std differs by at most
-max(5 %, 3 floors) and the mean by at most max(0.1 std, 3 floors), no more network trials than
+max(5 %, 3 floors) and the mean by at most max(0.25 std, 3 floors), no more network trials than
 target trials leave the box by half its width (a network that settles on an attractor the target
 lacks), and few network states lie far from every target state (_spurious).
 """
@@ -24,13 +25,16 @@ import numpy as np
 
 from .errors import DDMError
 
-CHECK_STEPS = 10000   # Euler steps per trial: about 0.5 s for the target's 2 × 32 trials
-TRIALS = 32
+CHECK_STEPS = 10000   # Euler steps per trial: about 1 s for the target's 2 × 64 trials
+# 64 trials: with 32, the target checked against a third run of itself (lorenz, 6 seeds) reached
+# 2.8 floors in TV and 0.2 std in the mean of z1 (wing occupancy mixes slowly); with 64, 2.1
+# floors and 0.14 std — below the thresholds below, which the long-run bench also uses for TV.
+TRIALS = 64
 SPLITS = 16
 BINS = 40
 TV_RATIO = 3.0
 REL_TOL = 0.05        # std: within 5 % (or 3 floors)
-MEAN_TOL = 0.1        # mean: within 0.1 of the target's std (or 3 floors)
+MEAN_TOL = 0.25       # mean: within 0.25 of the target's std (or 3 floors); see TRIALS
 FLOOR_FACTOR = 3.0
 LEFT_MARGIN = 0.5     # box widths outside the box that count as "left the box"
 
@@ -93,7 +97,8 @@ def _spurious(A, B, C, domain, rng):
 
 
 def self_check(system, net, z0, seed, time=None, trials=TRIALS, states=None):
-    """Sample target (twice) and network from the states z0 (k, d); return the check as a dict
+    """Sample target (twice) and network from states drawn from z0 (k, d), each run its own
+    starts; return the check as a dict
     with "verdict" ("faithful" / "not faithful") and "problems" (what drifts apart).
 
     ``states``: a list that receives the network states far from every target state (the
@@ -103,18 +108,26 @@ def self_check(system, net, z0, seed, time=None, trials=TRIALS, states=None):
     time = check_time(system) if time is None else float(time)
     burn = 0.1 * time
     rng = np.random.default_rng([seed, 0xC4EC])
+    # A, B and C start from *different* states drawn from z0 (states on the attractor): runs
+    # that share a start stay correlated for a while, which would shrink the floor (two halves
+    # of A ∪ B) and the distance alike, but not equally — with shared starts a faithful lorenz
+    # fit (long-run TV 0.9 floors) came out at 3.5 floors
     z0 = np.asarray(z0, dtype=float)
-    z0 = z0[rng.choice(len(z0), size=trials, replace=len(z0) < trials)]
+    z0 = z0[rng.choice(len(z0), size=3 * trials, replace=len(z0) < 3 * trials)]
     seeds = rng.integers(2**62, size=3)
     # runs A and B in one call (one Python loop over steps): trials have their own streams
     ab = sample_target(system, trials=2 * trials, time=time, seed=int(seeds[0]),
-                       z0=np.concatenate([z0, z0]))
+                       z0=z0[: 2 * trials])
     keep = ab.t >= burn
     A, B = ab.z[:trials, keep], ab.z[trials:, keep]
     out = {"trials": trials, "time": time, "burn_in": burn, "verdict": "not faithful",
            "problems": []}
     try:
-        C = sample_network(net, trials=trials, time=time, seed=int(seeds[2]), z0=z0).z[:, keep]
+        # dt given: during fit the model's meta does not name its system yet, and the
+        # network's default step would not be the target's (lorenz: 0.01 against 0.002, enough
+        # Euler error to shift its marginals by 3.5 sampling floors)
+        C = sample_network(net, trials=trials, time=time, seed=int(seeds[2]), dt=ab.meta["dt"],
+                           z0=z0[2 * trials:]).z[:, keep]
     except DDMError as exc:
         out["problems"].append(f"the sampled network fails: {exc}")
         out["seconds"] = _time.perf_counter() - t0
