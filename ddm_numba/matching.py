@@ -284,7 +284,9 @@ def _varpro_drift(data, params, reg_A, max_iter, tol, progress, stage="drift", c
     A, b_z, B_z, M, c = params
     d, N = A.shape
     packer = Packer({"M": (N, d), "c": (N,)})
-    scale = packer.pack({"M": np.tile(np.abs(M).std(axis=0), (N, 1)), "c": np.full(N, 1.0)})
+    full = lowrank_packer(N, d, data.p, train_embedding=True)
+    blocks = full.unpack(lowrank_scale(full, A, M, B_z))   # the joint fit's scaling of M and c
+    scale = packer.pack({"M": blocks["M"], "c": blocks["c"]})
 
     def objective(x):
         loss, grad = varpro_loss_grad(x * scale, packer, data, reg_A)
@@ -586,7 +588,7 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
 def _self_check(system, net, measure, seed, check_time, say, far):
     """selfcheck.self_check from the held-out runs' states (on the attractor, after their
     burn-in); the network states far from the target's go to the list ``far``."""
-    ends = measure["ends"]
+    ends = measure["check_states"]
     if ends is None or len(ends) == 0:
         vis = visit(system, selfcheck.TRIALS, seed ^ 0x5E1F)
         ends = vis.pooled() if len(vis.z) else None
@@ -640,7 +642,7 @@ def training_measure(system, K, K_test, fraction, runs, rng, say):
         summary.update(vis.summary(system.domain), training_runs=n_train_runs)
     return {"z": z, "u": u, "z_test": z_test, "u_test": u_test, "z_box": z_box, "u_box": u_box,
             "n_visited": n_vis, "held_out_on": held_out_on, "summary": summary,
-            "ends": vis.pooled(slice(n_train_runs, None)) if n_vis else None}
+            "check_states": vis.pooled(slice(n_train_runs, None)) if n_vis else None}
 
 
 def figures_of_fit(system, net, z, u, f, g):

@@ -37,10 +37,6 @@ class Visited:
     def pooled(self, runs=slice(None)):
         return self.z[runs].reshape(-1, self.z.shape[2])
 
-    def ends(self, runs=slice(None)):
-        """The last state of each run: a state on the attractor to start from."""
-        return self.z[runs, -1]
-
     def summary(self, domain):
         z = self.pooled()
         lo, hi = domain[:, 0], domain[:, 1]
