@@ -148,6 +148,10 @@ def _params(values):
               help="With --data: fraction of trials held out for the penalty and the figures.")
 @click.option("--state-noise", is_flag=True,
               help="With --data: fit a state-dependent diffusion S(x) = S0 + R φ(x).")
+@click.option("--unweighted", is_flag=True,
+              help="With --data: plain least squares on the increments (default: each "
+                   "coordinate's increments weighted by its inverse noise variance, modelled "
+                   "over the states: maximum likelihood when the noise depends on the state).")
 @click.option("--truth", default=None, metavar="SYSTEM",
               help="With --data: the system that made the data, to score e_f and e_D against "
                    "(default: the one named in the file, if any).")
@@ -197,7 +201,7 @@ def _params(values):
                    "exactly inside the objective), joint (L-BFGS-B over both), auto (varpro up "
                    "to 128 neurons, joint above).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
-def fit(system, data, substeps, holdout, state_noise, truth, neurons, out, params, mode, seed,
+def fit(system, data, substeps, holdout, state_noise, unweighted, truth, neurons, out, params, mode, seed,
         tau, samples, max_iter, reg, fixed_embedding, dale, sigma_private, device, checkpoint,
         resume, visited, visit_runs, check_time, method, quiet):
     """Train a network of N neurons whose latent drift and diffusion match SYSTEM, or (--data)
@@ -221,7 +225,7 @@ def fit(system, data, substeps, holdout, state_noise, truth, neurons, out, param
         raise click.BadParameter("Dale's law needs --mode full", param_hint="--dale")
     if data is None:
         for name, value in (("--substeps", substeps), ("--state-noise", state_noise),
-                            ("--truth", truth)):
+                            ("--unweighted", unweighted), ("--truth", truth)):
             if value:
                 raise click.BadParameter("only with --data", param_hint=name)
     elif mode != "lowrank" or params or samples or fixed_embedding or sigma_private:
@@ -237,7 +241,7 @@ def fit(system, data, substeps, holdout, state_noise, truth, neurons, out, param
         from ddm_numba.learn import fit_data
         net = fit_data(data, neurons, seed=seed, tau=tau, holdout=holdout, reg=reg,
                        substeps=substeps, refine_iter=300 if max_iter is None else max_iter,
-                       state_noise=state_noise,
+                       state_noise=state_noise, weighted=not unweighted,
                        truth=truth, progress=progress)
     else:
         target = get_system(system, **_params(params))

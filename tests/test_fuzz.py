@@ -621,6 +621,10 @@ FIT_OPTIONS = {
     "--samples": (values, lambda v: 20000 < parses(int, v) < 10**12),
     "--max-iter": (values, lambda v: parses(int, v) > 50),
     "--param": (values.map(lambda v: "sigma=" + v), None),
+    "--visited": (values, None),
+    "--visit-runs": (values, lambda v: parses(int, v) > 256),
+    "--check-time": (values, lambda v: parses(float, v) > 100),
+    "--method": (st.one_of(values, st.sampled_from(["auto", "varpro", "joint"])), None),
 }
 
 

@@ -16,6 +16,7 @@ from .._jit import kernel, phi
 from ..rng import normal_pair
 
 BLOCK = 256
+WEIGHTED_BLOCK = 4096
 FULL_SLAB = 32  # fewest trials per BLAS product in full-connectivity sampling (_simulate_full)
 # Reassociation lets LLVM vectorize dot products; no nnan/ninf, so non-finite values still show.
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -195,6 +196,35 @@ def gram_statistics(z, u, Y, MT, c):
         C += Psi.T @ Y[start:stop]
         mean += Psi.sum(axis=0)
     return G / K, C / K, mean / K
+
+
+def weighted_gram_statistics(z, Y, W, MT, c):
+    """Gram statistics of least squares weighted per output.
+
+    With features ψ_k = [φ(M z_k + c); 1] (n = N + 1), targets Y (K, q) and weights W (K, q):
+        G_a = (1/K) Σ_k W_ka ψ_k ψ_kᵀ  (q, n, n),   C[:, a] = (1/K) Σ_k W_ka ψ_k Y_ka  (n, q),
+    the normal equations of Σ_k W_ka (θ_aᵀψ_k − Y_ka)², one per output a (each output has its own
+    Gram matrix once the weights differ). One pass, WEIGHTED_BLOCK samples at a time (q products
+    per block: longer blocks keep the Python loop and the small-GEMM overhead out of the way); the
+    features are computed once per block and shared by the q products.
+    """
+    K = z.shape[0]
+    n = c.shape[0] + 1
+    q = Y.shape[1]
+    G = np.zeros((q, n, n))
+    C = np.zeros((n, q))
+    buf = np.empty((WEIGHTED_BLOCK, n))
+    none = np.zeros((K, 0))
+    for start in range(0, K, WEIGHTED_BLOCK):
+        stop = min(K, start + WEIGHTED_BLOCK)
+        Psi = buf[: stop - start]
+        _features(z, none, MT, c, start, stop, Psi)
+        Wb = W[start:stop]
+        for a in range(q):
+            Pw = Psi * Wb[:, a:a + 1]
+            G[a] += Pw.T @ Psi
+            C[:, a] += Pw.T @ Y[start:stop, a]
+    return G / K, C / K
 
 
 @kernel(fastmath=_FAST)

@@ -9,19 +9,22 @@ residuals r_k r_kᵀ / Δt for D. Least squares over many pairs averages the noi
 binning: the same losses as DESIGN.md §4 with y_k in place of f(z_k) ("increment matching").
 
 1. increment matching: random embedding M, c over the central 99 % box of the visited states, its
-   gain scale (GAIN_PATH: smoother features for smoother drifts) chosen on held-out trials from a
-   subset of pairs; decoders A, b_z by ridge regression on the increments (one O(K N²) pass for
-   the Gram statistics), the penalty chosen per output on held-out trials from a path of values
-   (the noise makes it matter); then the O(Δt) Itô–Taylor bias of the targets, (Δt/2) L f, is
-   removed with the network's own analytic generator (``ito``; same Gram matrices, new right-hand
-   sides);
+   gain scale (GAIN_PATH, down to near-polynomial features shared over the whole region: the
+   increments are noise-dominated, and smoother features pay less variance) chosen on held-out
+   trials from up to SELECT_PAIRS pairs; decoders A, b_z by ridge regression on the increments
+   (one O(K N²) pass for the Gram statistics), the penalty chosen per output on held-out trials
+   from a path of values (the noise makes it matter), each output's increments weighted by the
+   inverse of its noise variance modelled over the states (maximum likelihood, ``weighted``);
+   then the O(Δt) Itô–Taylor bias of the targets, (Δt/2) L f, is removed with the network's own
+   analytic generator (``ito``; same Gram matrices, new right-hand sides);
 2. adjoint refinement (coarse Δt): one-step Euler targets are biased by O(Δt) when Δt is not small
    against the dynamics. From each observed z(t_i) the network's latent drift is integrated with
-   RK4 over Δt (``substeps`` steps of Δt/substeps) and compared with z(t_{i+1}) — the flow map
-   standing in for the conditional mean — and (A, b_z, M, c) are refined by L-BFGS-B with the
-   gradient of the discrete adjoint (ddm_numba.learn.multistep), on up to ``refine_pairs``
-   pairs, early-stopped on the held-out trials' multi-step loss; the increment-matching solution
-   is kept when no iterate lowers that loss;
+   RK4 over Δt (``substeps`` steps of Δt/substeps) and compared with z(t_{i+1}) less the
+   diffusion's share of its conditional mean, (Δt²/2) · ½ D : ∇∇f̂ (the flow map is the mean's
+   deterministic part only) — and (A, b_z, M, c) are refined by L-BFGS-B with the gradient of the
+   discrete adjoint (ddm_numba.learn.multistep), on up to ``refine_pairs`` pairs, early-stopped
+   on the held-out trials' multi-step loss; the increment-matching solution is kept when no
+   iterate lowers that loss;
 3. diffusion: D = mean of r rᵀ / Δt over the residuals of the final drift (constant), or (state
    noise) a ridge regression of r rᵀ/Δt on the features with the penalty per entry chosen on
    held-out residuals, corrected for the flow's O(Δt) distortion of the noise (J D + D Jᵀ) Δt/2,
@@ -68,8 +71,11 @@ def _truth(obs, truth):
         return None
 
 
-GAIN_PATH = (0.25, 0.5, 1.0, 2.0)   # scales of initial_embedding's gains U(0.5, 3), tried
-SELECT_PAIRS = 200000               # training pairs for choosing the gain scale
+GAIN_PATH = (1 / 32, 1 / 16, 1 / 8, 0.25, 0.5, 1.0, 2.0)   # scales of initial_embedding's
+#   gains U(0.5, 3), tried: small ones make near-polynomial features, shared over the whole region
+SELECT_PAIRS = 1000000              # training pairs for choosing the gain scale: the held-out
+#   differences between scales are ~1e-5 of the loss (the increments are noise-dominated), so
+#   a small subset picks at random among them
 
 
 def _subset(n, k, rng):
@@ -85,18 +91,21 @@ def _drift(A, b_z, M, c, tau, z):
     return (np.tanh(z @ M.T + c) @ A.T + b_z - z) / tau
 
 
-def _generator_of_drift(A, b_z, M, c, tau, z, D):
+def _generator_of_drift(A, b_z, M, c, tau, z, D, deterministic=True):
     """L f = J f + ½ Σ_bc D_bc ∂_b ∂_c f (the Itô generator applied to the network's drift),
     rows of z, for constant D. With h = M z + c, φ' = 1 − φ², φ'' = −2 φ φ':
-        J f = (1/τ)(−f + A (φ' ⊙ M f)),   ½ D : ∇∇f_a = (1/2τ) Σ_n A_an φ''_n (M_n D M_nᵀ)."""
+        J f = (1/τ)(−f + A (φ' ⊙ M f)),   ½ D : ∇∇f_a = (1/2τ) Σ_n A_an φ''_n (M_n D M_nᵀ).
+    deterministic=False leaves out J f: the diffusion's part ½ D : ∇∇f alone (see _refine)."""
     q = np.einsum("nb,bc,nc->n", M, D, M)
     out = np.empty_like(z)
     for sl in _chunks(len(z)):
         zs = z[sl]
         ph = np.tanh(zs @ M.T + c)
         dph = 1.0 - ph * ph
-        f = (ph @ A.T + b_z - zs) / tau
-        out[sl] = (-f + (dph * (f @ M.T)) @ A.T + (-ph * dph * q) @ A.T) / tau
+        out[sl] = (-ph * dph * q) @ A.T / tau
+        if deterministic:
+            f = (ph @ A.T + b_z - zs) / tau
+            out[sl] += (-f + (dph * (f @ M.T)) @ A.T) / tau
     return out
 
 
@@ -109,56 +118,219 @@ def _cross(M, c, z, Y):
     return C / len(z)
 
 
+WEIGHT_CAP = 10.0   # no increment weighs more than this many times the average (see _noise_weights)
+
+
+def _noise_weights(ridge, r, rv, dt):
+    """Per-sample, per-output weights 1 / D̂_aa(z) for the increments: maximum likelihood.
+
+    The Euler increments are Gaussian given z, Δz ~ N(f Δt, D(z) Δt), so their log-likelihood is
+    −½ Σ_k (Δz_k − f Δt)ᵀ D(z_k)⁻¹ (Δz_k − f Δt)/Δt + const (Girsanov's, discretized): least squares
+    weighted by the inverse diffusion. Unweighted least squares is still unbiased but, where D
+    varies over the visited states, lets the noisiest region set the variance of the whole fit.
+    Here each output a is weighted by 1/D̂_aa (the diagonal of D⁻¹ alone; exact for diagonal D,
+    still an unbiased and better-than-uniform estimator when the noise is correlated), with
+
+        D̂_aa(z) = ψ(z)ᵀ η_a,   η_a ridge-regressed on the targets r_a²/Δt (r the residuals of the
+                               unweighted fit), its penalty chosen on the held-out residuals rv,
+
+    using the unweighted ridge's Gram matrices (same features, so no new pass). An output whose
+    feature model of the variance does not predict the held-out r_a²/Δt better than its mean keeps
+    uniform weights. D̂ is floored at mean/WEIGHT_CAP (a fitted variance can reach zero where data
+    are sparse, and no region should take over the fit), and the weights are scaled to mean 1 over
+    the training pairs. Returns (w (K, d), w_v (K_v, d), info) or (None, None, info) when every
+    output stays uniform.
+    """
+    N = ridge.N
+    s, sv = r * r / dt, rv * rv / dt
+    C = _cross(ridge.M, ridge.c, ridge._z, s)
+    Cv = _cross(ridge.M, ridge.c, ridge._zv, sv)
+    s2 = np.mean(sv ** 2, axis=0)
+    unit = np.r_[np.ones(N), 0.0] * np.trace(ridge.G) / len(ridge.G)   # the mean is not penalized
+    path = [10.0 ** k for k in range(-10, 0)]
+    errs = np.array([ridge_path_error(ridge_solve(ridge.G, C, p * unit), ridge.Gv, Cv, s2)
+                     for p in path])                                     # (len(path), d)
+    chosen = np.array([path[k] for k in np.argmin(errs, axis=0)])
+    eta = ridge_solve(ridge.G, C, chosen[:, None] * unit[None, :])      # (N + 1, d)
+    mean = s.mean(axis=0)
+    constant = np.mean((sv - mean) ** 2, axis=0)                         # held-out error of the mean
+    use = errs.min(axis=0) < constant
+    info = {"reg_per_output": chosen.tolist(), "held_out_error": errs.min(axis=0).tolist(),
+            "held_out_error_constant": constant.tolist(), "weighted": use.tolist()}
+    if not use.any():
+        return None, None, info
+
+    def weights(zs):
+        w = np.ones((len(zs), len(mean)))
+        for sl in _chunks(len(zs)):
+            Dhat = np.tanh(zs[sl] @ ridge.M.T + ridge.c) @ eta[:N] + eta[N]
+            w[sl] = 1.0 / np.maximum(Dhat, mean / WEIGHT_CAP)
+        return w
+
+    w, wv = weights(ridge._z), weights(ridge._zv)
+    norm = w.mean(axis=0)
+    w, wv = w / norm, wv / norm
+    w[:, ~use], wv[:, ~use] = 1.0, 1.0
+    info["weight_range"] = [[float(w[:, a].min()), float(w[:, a].max())] for a in range(w.shape[1])]
+    return w, wv, info
+
+
 def _box(z):
     lo, hi = np.min(z, axis=0), np.max(z, axis=0)
     pad = 0.05 * np.maximum(hi - lo, 1e-6)
     return np.column_stack([lo - pad, hi + pad])
 
 
+def _choose_gain(scores):
+    """The gain scale, from scores [scale, drift CV error, per-fold errors, (diffusion held-out
+    error, drift signal, diffusion signal) with state noise] per candidate.
+
+    Drift alone: the least cross-validation error. With a state-dependent diffusion, which shares
+    the features, the least estimated e_f² + e_D² (the diffusion's error that of the fitted
+    S Sᵀ against the held-out r rᵀ/Δt): each error is noise floor + model error, the
+    floor the same for every scale, so a candidate's excess over the best, divided by the
+    variance of the field it fits (the signal, taken once, from the best-drift candidate, so that
+    the floor does not enter), is its excess in squared relative error. The increments are
+    noise-dominated, so the drift's excesses are small, and a diffusion that cannot be made at a
+    scale (polynomial-like features against sqrt(a + b z²), say) outweighs them, as it should."""
+    best = min(scores, key=lambda g: g[1])
+    if len(best) < 4:
+        return best[0]
+    best_D = min(g[3] for g in scores)
+    return min(scores, key=lambda g: (g[1] - best[1]) / best[4] + (g[3] - best_D) / best[5])[0]
+
+
+FOLDS = 5   # cross-validation folds over trials: the held-out trials are one of them
+
+
 class _Ridge:
-    """Ridge decoders on increments from Gram statistics, with the penalty chosen on held-out pairs.
+    """Ridge decoders on increments from Gram statistics, their penalty chosen by cross-validation
+    over folds of trials.
 
     Features ψ = [φ(M z + c); 1], targets Y = τ y + z (so that τ f_net = Θ ψ − z, as in
-    matching.ridge_decoders). Per output a, with weights Λ_a:
-        train:    (G + τ² λ / Λ_a · I_A) θ_a = C_a
-        held-out: E_v(θ) = Σ_a Λ_a [θ_aᵀ G_v θ_a − 2 θ_aᵀ C_v,a + mean(Y_v,a²)] / τ²
-    which is Σ_a Λ_a mean((f_net − y)_a²) on the held-out pairs, computed without touching them
-    again for each candidate λ.
+    matching.ridge_decoders). The pairs come in folds of whole trials: the held-out trials are
+    fold 0, the training trials folds 1 … k−1 (``fold``, one label per training pair). Each fold j
+    keeps its sums G_j = Σ ψψᵀ, C_j = Σ ψ Yᵀ, S_j = Σ Y² and count K_j, so a model trained without
+    fold j is a solve with the other folds' sums, and its error on fold j costs nothing more.
+    Per output a, with weights Λ_a:
+        train (folds F):  (G_F/K_F + τ² λ / Λ_a · I_A) θ_a = C_F,a / K_F
+        error on fold j:  Λ_a [θ_aᵀ G_j θ_a − 2 θ_aᵀ C_j,a + S_j,a] / (K_j τ²)
+    which is Λ_a mean((f_net − y)_a²) on fold j, without touching its samples again.
+
+    Why folds: the increments are noise-dominated (a model's drift error is ~1e-5 of the loss),
+    so the penalty and the gain scale are chosen from differences that one held-out fifth of the
+    data resolves only at about one standard error; every trial taking its turn as held-out data
+    (cross-validation error, summed over folds) resolves them √k times better. The decoders
+    themselves are then solved on the training folds only, so the held-out trials stay unseen by
+    the fit and its figures.
+
+    With ``weights`` = (w, w_v), per-sample weights of each output (see _noise_weights), every sum
+    above carries them: G_a = Σ w_a ψψᵀ is then one Gram matrix per output, and the errors are the
+    weighted errors the training minimizes.
     """
 
-    def __init__(self, M, c, z, y, zv, yv, lam, tau):
+    def __init__(self, M, c, z, y, fold, zv, yv, lam, tau, weights=None):
         self.N, self.tau, self.lam = M.shape[0], tau, lam
-        MT, c = np.ascontiguousarray(M.T), np.ascontiguousarray(c)
-        Y = np.ascontiguousarray(tau * y + z)
-        Yv = np.ascontiguousarray(tau * yv + zv)
-        self.G, self.C, _ = cpu.gram_statistics(np.ascontiguousarray(z), np.zeros((len(z), 0)),
-                                                Y, MT, c)
-        self.Gv, self.Cv, _ = cpu.gram_statistics(np.ascontiguousarray(zv),
-                                                  np.zeros((len(zv), 0)), Yv, MT, c)
-        self.sv = np.mean(Yv ** 2, axis=0)
+        self.M, self.c = M, c
+        self.weights = weights          # None, or (w (K, d), w_v (K_v, d)): see _noise_weights
+        self._MT = np.ascontiguousarray(M.T)
+        self._z, self._zv = np.ascontiguousarray(z), np.ascontiguousarray(zv)
+        self.fold = np.asarray(fold)
+        self.k = int(self.fold.max()) + 1 if len(self.fold) else 1
+        # the rows of each fold: fold 0 the held-out pairs, the others by label
+        self._rows = [None] + [np.flatnonzero(self.fold == j) for j in range(1, self.k)]
+        self.count = np.array([len(zv)] + [len(r) for r in self._rows[1:]], dtype=float)
+        self.Gs, self.Cs, self.Ss = [], [], []
+        for j in range(self.k):
+            zj = self._zv if j == 0 else np.ascontiguousarray(self._z[self._rows[j]])
+            Yj = tau * (yv if j == 0 else y[self._rows[j]]) + zj
+            if weights is None:
+                G, C, _ = cpu.gram_statistics(zj, np.zeros((len(zj), 0)),
+                                              np.ascontiguousarray(Yj), self._MT, self.c)
+                wj = 1.0
+            else:                       # one Gram matrix per output: G (d, n, n)
+                wj = weights[1] if j == 0 else weights[0][self._rows[j]]
+                G, C = cpu.weighted_gram_statistics(zj, np.ascontiguousarray(Yj),
+                                                    np.ascontiguousarray(wj), self._MT, self.c)
+            self.Gs.append(G * len(zj))
+            self.Cs.append(C * len(zj))
+            self.Ss.append(np.sum(wj * Yj ** 2, axis=0))
 
-    def solve(self, reg):
-        """θ (d, N + 1) for a relative penalty ``reg``: one number, or one per output (d,)."""
+    def set_targets(self, y, yv):
+        """New increments (same states, same weights): only the right-hand sides change."""
+        self.Cs, self.Ss = [], []
+        for j in range(self.k):
+            zj = self._zv if j == 0 else self._z[self._rows[j]]
+            Yj = self.tau * (yv if j == 0 else y[self._rows[j]]) + zj
+            if self.weights is not None:
+                wj = self.weights[1] if j == 0 else self.weights[0][self._rows[j]]
+            else:
+                wj = 1.0
+            self.Cs.append(_cross(self.M, self.c, zj, wj * Yj) * len(zj))
+            self.Ss.append(np.sum(wj * Yj ** 2, axis=0))
+
+    def _sums(self, folds):
+        K = sum(self.count[j] for j in folds)
+        return (sum(self.Gs[j] for j in folds) / K, sum(self.Cs[j] for j in folds) / K)
+
+    @property
+    def training_folds(self):
+        return list(range(1, self.k)) if self.k > 1 else [0]
+
+    @property
+    def G(self):
+        """The training pairs' Gram matrix (mean), unweighted ridges only."""
+        return self._sums(self.training_folds)[0]
+
+    @property
+    def Gv(self):
+        return self.Gs[0] / self.count[0]
+
+    def solve(self, reg, folds=None):
+        """θ (d, N + 1) for a relative penalty ``reg`` (one number, or one per output (d,)),
+        trained on ``folds`` (default: the training folds)."""
+        G, C = self._sums(self.training_folds if folds is None else folds)
         reg = np.broadcast_to(np.asarray(reg, dtype=float), (len(self.lam),))
-        ridge = np.zeros(self.G.shape[0])
+        ridge = np.zeros(C.shape[0])
         ridge[:self.N] = 1.0
         mean_lam = float(np.mean(self.lam))
         # λ_A = reg · mean(Λ)/τ² as in ``fit``; per output τ² λ_A / Λ_a on the A block
         penalty = np.array([ridge * self.tau ** 2 * (r * mean_lam / self.tau ** 2) / la
                             for r, la in zip(reg, self.lam)])
-        return ridge_solve(self.G, self.C, penalty).T
+        if self.weights is None:
+            return ridge_solve(G, C, penalty).T
+        return np.array([ridge_solve(G[a], C[:, a], penalty[a]) for a in range(len(self.lam))])
 
-    def held_out_per_output(self, theta):
-        """Λ_a mean((f_net − y)_a²) on the held-out pairs, per output a (d,)."""
-        return self.lam * ridge_path_error(theta.T, self.Gv, self.Cv, self.sv) / self.tau ** 2
+    def error_per_output(self, theta, j=0):
+        """Λ_a mean(w_a (f_net − y)_a²) on fold j (0: the held-out pairs), per output a (d,)."""
+        G, C, S = self.Gs[j] / self.count[j], self.Cs[j] / self.count[j], self.Ss[j] / self.count[j]
+        if self.weights is None:
+            err = ridge_path_error(theta.T, G, C, S)
+        else:
+            err = np.array([ridge_path_error(theta[a][:, None], G[a], C[:, a:a + 1],
+                                             S[a:a + 1])[0] for a in range(len(self.lam))])
+        return self.lam * err / self.tau ** 2
 
     def held_out(self, theta):
-        return float(np.sum(self.held_out_per_output(theta)))
+        return float(np.sum(self.error_per_output(theta)))
+
+    def fold_errors(self, reg):
+        """(k, d): each fold's error, per output, under the model trained on the other folds."""
+        if self.k == 1:
+            return self.error_per_output(self.solve(reg))[None, :]
+        return np.array([self.error_per_output(
+            self.solve(reg, [i for i in range(self.k) if i != j]), j) for j in range(self.k)])
+
+    def cross_validation_error(self, reg):
+        """Per output, the fold-weighted mean of fold_errors (with one fold only, the held-out
+        error of the training fit)."""
+        return self.count[:len(self.fold_errors(reg))] @ self.fold_errors(reg) / self.count.sum()
 
     def choose(self, path):
-        """The penalty per output with the least held-out error over ``path`` (each output's
-        error depends on its own penalty alone): returns (reg (d,), θ, [(reg, error (d,))])."""
-        scores = [(r, self.held_out_per_output(self.solve(r))) for r in path]
+        """The penalty per output with the least cross-validation error over ``path`` (each
+        output's error depends on its own penalty alone): returns (reg (d,), θ trained on the
+        training folds, [(reg, error (d,))])."""
+        scores = [(r, self.cross_validation_error(r)) for r in path]
         errs = np.array([s for _, s in scores])                 # (len(path), d)
         reg = np.array([path[k] for k in np.argmin(errs, axis=0)])
         return reg, self.solve(reg), scores
@@ -169,7 +341,7 @@ MAX_SUBSTEPS = 64   # RK4 steps per sampling interval: beyond this the flow map 
 
 def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, substeps=0,
              refine_iter=100, refine_pairs=100000, state_noise=False, max_pairs=2000000,
-             gain=None, ito=True, truth=None, progress=sys.stderr):
+             gain=None, ito=True, weighted=True, truth=None, progress=sys.stderr):
     """Fit a low-rank network to observed trajectories (increment matching + adjoint refinement).
 
     data: a trajectory file (``t``, ``z`` (trials, T, d)) or Trajectories. reg: ridge penalty
@@ -178,7 +350,9 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
     sampling interval. gain: the scale of the encoders' gains (initial_embedding's U(0.5, 3)
     times gain, in units of the visited box); None chooses it on held-out trials from
     GAIN_PATH. ito: correct the increments' O(Δt) bias with the network's own Itô generator
-    (E[Δz|z]/Δt = f + (Δt/2) L f). truth: a system spec to score against (default: the one named in the
+    (E[Δz|z]/Δt = f + (Δt/2) L f). weighted: weight each output's increments by the inverse of
+    its noise variance, modelled over the states (maximum likelihood where the noise depends on
+    the state; uniform where it does not). truth: a system spec to score against (default: the one named in the
     file's metadata, if any; False for none). Returns the Network; ``meta["fit"]`` holds the
     held-out figures.
     """
@@ -206,7 +380,13 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
     if not 0 < holdout < 1:
         raise DDMError(f"holdout must be in (0, 1), got {holdout}")
     split, train, val = _split(obs, holdout)
-    z0, z1 = split.pairs(train)
+    # folds of whole trials for cross-validation (_Ridge): the held-out trials are fold 0, the
+    # training trials are cut into FOLDS − 1 consecutive groups
+    groups = [g for g in np.array_split(np.asarray(train), min(FOLDS - 1, len(train))) if len(g)]
+    parts = [split.pairs(g) for g in groups]
+    z0 = np.concatenate([a for a, _ in parts])
+    z1 = np.concatenate([b for _, b in parts])
+    fold = np.concatenate([np.full(len(a), j + 1) for j, (a, _) in enumerate(parts)])
     v0, v1 = split.pairs(val)
     if len(z0) < 10 * N or len(v0) < 10:
         raise DDMError(f"{obs.source}: {len(z0)} training / {len(v0)} held-out increments are "
@@ -214,8 +394,8 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
                        "use fewer --neurons")
     rng = np.random.default_rng(seed)
     if len(z0) > max_pairs:           # the Gram pass is O(K N²): a random subset is plenty
-        keep = rng.choice(len(z0), max_pairs, replace=False)
-        z0, z1 = z0[keep], z1[keep]
+        keep = np.sort(rng.choice(len(z0), max_pairs, replace=False))
+        z0, z1, fold = z0[keep], z1[keep], fold[keep]
     dt = obs.dt
     with np.errstate(over="ignore"):
         y, yv = (z1 - z0) / dt, (v1 - v0) / dt
@@ -249,14 +429,44 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
         subv = _subset(len(v0), SELECT_PAIRS // 4, rng)
         for s in gains:
             M, c = embedding(s)
-            ridge = _Ridge(M, c, z0[sub], y[sub], v0[subv], yv[subv], lam, tau)
-            _, theta, _ = ridge.choose(path)
-            gain_scores.append([s, ridge.held_out(theta)])
-        gain = min(gain_scores, key=lambda gs: gs[1])[0]
+            ridge = _Ridge(M, c, z0[sub], y[sub], fold[sub], v0[subv], yv[subv], lam, tau)
+            reg_s, theta, scores = ridge.choose(path)
+            per_fold = ridge.fold_errors(reg_s).sum(axis=1)
+            score = [s, float(ridge.count[:len(per_fold)] @ per_fold / ridge.count.sum()),
+                     per_fold]
+            if state_noise:
+                # the diffusion's features are the drift's (S(x) = S0 + R φ(x)), so the scale
+                # must suit both (_choose_gain): the smoothed diffusion's held-out error at this
+                # scale, from this scale's drift residuals, and the two signals' variances
+                A_s, b_s = theta[:, :N], theta[:, N]
+                zs, vs = z0[sub], v0[subv]
+                rs = z1[sub] - zs - _drift(A_s, b_s, M, c, tau, zs) * dt
+                rv = v1[subv] - vs - _drift(A_s, b_s, M, c, tau, vs) * dt
+                net_s = Network(tau, M, c, M @ b_s + c, np.eye(d), np.zeros((d, d, N)), A=A_s)
+                net_s.S0, net_s.R, _ = _state_noise(net_s, zs, rs, vs, rv, dt, None,
+                                                    G=ridge.G, Gv=ridge.Gv)
+                D_s = net_s.latent_diffusion(vs).reshape(len(vs), d * d)
+                target = np.einsum("ka,kb->kab", rv, rv).reshape(len(vs), d * d) / dt
+                score += [float(np.mean(np.sum((D_s - target) ** 2, axis=1))),
+                          float(np.sum(lam * _drift(A_s, b_s, M, c, tau, vs).var(axis=0))),
+                          float(np.sum(D_s.var(axis=0)))]
+            gain_scores.append(score)
+        gain = _choose_gain(gain_scores)
+        gain_scores = [[g[0], g[1]] + g[3:] for g in gain_scores]
     M, c = embedding(gain)
-    ridge = _Ridge(M, c, z0, y, v0, yv, lam, tau)
+    ridge = _Ridge(M, c, z0, y, fold, v0, yv, lam, tau)
     reg, theta, scores = ridge.choose(path)
     A, b_z = theta[:, :N], theta[:, N]
+    noise_info = None
+    if weighted:
+        # maximum likelihood: each increment weighted by its output's inverse noise variance,
+        # modelled from the unweighted fit's residuals (_noise_weights)
+        w, wv, noise_info = _noise_weights(ridge, z1 - z0 - _drift(A, b_z, M, c, tau, z0) * dt,
+                                           v1 - v0 - _drift(A, b_z, M, c, tau, v0) * dt, dt)
+        if w is not None:
+            ridge = _Ridge(M, c, z0, y, fold, v0, yv, lam, tau, weights=(w, wv))
+            reg, theta, scores = ridge.choose(path)
+            A, b_z = theta[:, :N], theta[:, N]
     if ito:
         # Itô–Taylor: E[Δz | z]/Δt = f + (Δt/2) L f + O(Δt²), L f = J f + ½ D : ∇∇f. The bias is
         # the network's own (analytic) L f̂ with D from the residuals; same Gram matrices, new
@@ -266,23 +476,35 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
             D_c = r_tr.T @ r_tr / (len(r_tr) * dt)
             yc = y - 0.5 * dt * _generator_of_drift(A, b_z, M, c, tau, z0, D_c)
             ycv = yv - 0.5 * dt * _generator_of_drift(A, b_z, M, c, tau, v0, D_c)
-            ridge.C = _cross(M, c, z0, tau * yc + z0)
-            ridge.Cv = _cross(M, c, v0, tau * ycv + v0)
-            ridge.sv = np.mean((tau * ycv + v0) ** 2, axis=0)
+            ridge.set_targets(yc, ycv)
             reg, theta, scores = ridge.choose(path)
             A, b_z = theta[:, :N], theta[:, N]
     best = ridge.held_out(theta)
+    if noise_info is not None and any(noise_info["weighted"]):
+        say("  increments weighted by the inverse noise variance of output(s) "
+            + ", ".join(str(a + 1) for a, u in enumerate(noise_info["weighted"]) if u)
+            + " (maximum likelihood for state-dependent noise)")
     say(f"  increment matching: gain scale {gain:g}, ridge penalty per output "
         + ", ".join(f"{r:g}" for r in reg) + f" (held-out loss {best:.4g}, "
         f"{time.perf_counter() - t1:.1f}s)")
     stages = {"increments": {"reg": reg.tolist(), "gain": gain, "gain_path": gain_scores,
-                             "ito_correction": bool(ito),
+                             "ito_correction": bool(ito), "weighted": noise_info,
                              "held_out_loss": best,
                              "path": [[r, s.tolist()] for r, s in scores]}}
 
     # 2. adjoint refinement: RK4 flow map over Δt against the next observation
     if substeps:
-        A, b_z, M, c, stages["refine"] = _refine(A, b_z, M, c, tau, z0, z1, v0, v1, dt,
+        if ito:
+            # the flow map is the conditional mean's deterministic part only: E[z(t+Δt) | z] =
+            # Φ_Δt(z) + (Δt²/2) · ½ D : ∇∇f + O(Δt³). Fitting Φ to raw observations would fold
+            # that diffusion term into f (measured on the bench double well at Δt = 0.1: e_f
+            # 0.064 → 0.071); it is removed from the targets, with f̂ the increment-matching
+            # network's and D the residuals', both held fixed, as in the Itô correction above
+            z1t = z1 - 0.5 * dt * dt * _generator_of_drift(A, b_z, M, c, tau, z0, D_c, False)
+            v1t = v1 - 0.5 * dt * dt * _generator_of_drift(A, b_z, M, c, tau, v0, D_c, False)
+        else:
+            z1t, v1t = z1, v1
+        A, b_z, M, c, stages["refine"] = _refine(A, b_z, M, c, tau, z0, z1t, v0, v1t, dt,
                                                  int(substeps), lam, float(np.min(reg)),
                                                  refine_iter, refine_pairs, rng, progress)
 
@@ -441,7 +663,31 @@ def _jacobians(net, z):
     return J / net.tau
 
 
-def _state_noise(net, z0, r, v0, rv, dt, progress, max_polish=30000):
+def _smooth_diffusion(M, c, z, r, zv, rv, dt, G=None, Gv=None):
+    """Step 1 of _state_noise: vec(r rᵀ/Δt) ridge-regressed on ψ = [φ(M z + c); 1], the penalty
+    per entry chosen on the held-out residuals rv. G, Gv: the Gram matrices of z and zv if already
+    at hand (they do not depend on the targets). Returns (coefficients (N + 1, d²), penalty per
+    entry, the held-out mean squared error summed over the entries)."""
+    N, d = M.shape
+    MT, c = np.ascontiguousarray(M.T), np.ascontiguousarray(c)
+    Dn = np.einsum("ka,kb->kab", r, r).reshape(len(r), d * d) / dt
+    Dv = np.einsum("ka,kb->kab", rv, rv).reshape(len(rv), d * d) / dt
+    if G is None:
+        G, _, _ = cpu.gram_statistics(np.ascontiguousarray(z), np.zeros((len(z), 0)),
+                                      np.zeros((len(z), 0)), MT, c)
+        Gv, _, _ = cpu.gram_statistics(np.ascontiguousarray(zv), np.zeros((len(zv), 0)),
+                                       np.zeros((len(zv), 0)), MT, c)
+    C, Cv = _cross(M, c, z, Dn), _cross(M, c, zv, Dv)
+    sv = np.mean(Dv ** 2, axis=0)
+    unit = np.r_[np.ones(N), 0.0] * np.trace(G) / len(G)     # the bias is not penalized
+    path = [10.0 ** k for k in range(-10, 0)]
+    errs = np.array([ridge_path_error(ridge_solve(G, C, p * unit), Gv, Cv, sv) for p in path])
+    chosen = np.array([path[k] for k in np.argmin(errs, axis=0)])       # per entry of D
+    coef = ridge_solve(G, C, chosen[:, None] * unit[None, :])            # (N + 1, d²)
+    return coef, chosen, float(np.sum(errs.min(axis=0)))
+
+
+def _state_noise(net, z0, r, v0, rv, dt, progress, max_polish=30000, G=None, Gv=None):
     """S0, R from the residuals r of the drift's prediction (state-dependent diffusion).
 
     The single-pair targets r rᵀ/Δt are very noisy (a χ² variable per pair), and fitting the
@@ -463,16 +709,7 @@ def _state_noise(net, z0, r, v0, rv, dt, progress, max_polish=30000):
     MT, c = np.ascontiguousarray(net.M.T), np.ascontiguousarray(net.c)
     zc, vc = np.ascontiguousarray(z0), np.ascontiguousarray(v0)
     K = len(zc)
-    Dn = np.einsum("ka,kb->kab", r, r).reshape(K, d * d) / dt
-    Dv = np.einsum("ka,kb->kab", rv, rv).reshape(len(rv), d * d) / dt
-    G, C, _ = cpu.gram_statistics(zc, np.zeros((K, 0)), np.ascontiguousarray(Dn), MT, c)
-    Gv, Cv, _ = cpu.gram_statistics(vc, np.zeros((len(vc), 0)), np.ascontiguousarray(Dv), MT, c)
-    sv = np.mean(Dv ** 2, axis=0)
-    unit = np.r_[np.ones(N), 0.0] * np.trace(G) / len(G)     # the bias is not penalized
-    path = [10.0 ** k for k in range(-10, 0)]
-    errs = np.array([ridge_path_error(ridge_solve(G, C, p * unit), Gv, Cv, sv) for p in path])
-    chosen = np.array([path[k] for k in np.argmin(errs, axis=0)])       # per entry of D
-    coef = ridge_solve(G, C, chosen[:, None] * unit[None, :])            # (N + 1, d²)
+    coef, chosen, _ = _smooth_diffusion(net.M, net.c, zc, r, vc, rv, dt, G, Gv)
     # 1.–2. smoothed, bias-corrected D̂ at the polish points
     sub = _subset(K, max_polish, rng)
     zs = np.ascontiguousarray(zc[sub])
@@ -488,6 +725,7 @@ def _state_noise(net, z0, r, v0, rv, dt, progress, max_polish=30000):
     # 3. start: g_k = chol(D̂_k), linear in the features; then polish
     g = np.linalg.cholesky(D_hat).reshape(len(zs), d * d)
     Gs, Cs, _ = cpu.gram_statistics(zs, np.zeros((len(zs), 0)), np.ascontiguousarray(g), MT, c)
+    unit = np.r_[np.ones(N), 0.0] * np.trace(Gs) / len(Gs)     # as in _smooth_diffusion
     start_coef = ridge_solve(Gs, Cs, float(np.median(chosen)) * unit)
     start = {"S0": start_coef[N].reshape(d, d), "R": start_coef[:N].T.reshape(d, d, N)}
     packer = Packer({"S0": (d, d), "R": (d, d, N)})
