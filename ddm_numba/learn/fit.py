@@ -443,8 +443,10 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
                 rs = z1[sub] - zs - _drift(A_s, b_s, M, c, tau, zs) * dt
                 rv = v1[subv] - vs - _drift(A_s, b_s, M, c, tau, vs) * dt
                 net_s = Network(tau, M, c, M @ b_s + c, np.eye(d), np.zeros((d, d, N)), A=A_s)
+                # (a lighter polish than the final one: a score, not the model)
                 net_s.S0, net_s.R, _ = _state_noise(net_s, zs, rs, vs, rv, dt, None,
-                                                    G=ridge.G, Gv=ridge.Gv)
+                                                    max_polish=10000, G=ridge.G, Gv=ridge.Gv,
+                                                    polish_iter=100)
                 D_s = net_s.latent_diffusion(vs).reshape(len(vs), d * d)
                 target = np.einsum("ka,kb->kab", rv, rv).reshape(len(vs), d * d) / dt
                 score += [float(np.mean(np.sum((D_s - target) ** 2, axis=1))),
@@ -687,7 +689,8 @@ def _smooth_diffusion(M, c, z, r, zv, rv, dt, G=None, Gv=None):
     return coef, chosen, float(np.sum(errs.min(axis=0)))
 
 
-def _state_noise(net, z0, r, v0, rv, dt, progress, max_polish=30000, G=None, Gv=None):
+def _state_noise(net, z0, r, v0, rv, dt, progress, max_polish=30000, G=None, Gv=None,
+                 polish_iter=300):
     """S0, R from the residuals r of the drift's prediction (state-dependent diffusion).
 
     The single-pair targets r rᵀ/Δt are very noisy (a χ² variable per pair), and fitting the
@@ -730,7 +733,7 @@ def _state_noise(net, z0, r, v0, rv, dt, progress, max_polish=30000, G=None, Gv=
     start = {"S0": start_coef[N].reshape(d, d), "R": start_coef[:N].T.reshape(d, d, N)}
     packer = Packer({"S0": (d, d), "R": (d, d, N)})
     objective = diffusion_objective(packer, zs, D_hat, net.M, net.c, np.zeros((d, d)), 1e-8)
-    x, info = _minimize(objective, packer.pack(start), "diffusion", 300, 1e-12, progress)
+    x, info = _minimize(objective, packer.pack(start), "diffusion", polish_iter, 1e-12, progress)
     prm = packer.unpack(x)
     info.update({"method": "ridge-smoothed r rᵀ/Δt (penalty per entry on held-out), "
                            "first-order flow correction, Cholesky, ridge on g, then L-BFGS-B",
