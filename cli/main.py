@@ -160,7 +160,7 @@ def _params(values):
 @click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
               help="Override a system parameter (repeatable), e.g. --param sigma=0.5.")
 @click.option("--mode", type=click.Choice(["lowrank", "full"]), default="lowrank",
-              help="Low-rank W = M A, or full connectivity W (DESIGN.md §3).")
+              help="Low-rank W = M A, or full connectivity W (docs/model.md §3).")
 @click.option("--seed", default=0, type=SEED, help="Random seed.")
 @click.option("--tau", default=1.0, type=Finite(min=0, min_open=True),
               help="Neuronal time constant τ.")

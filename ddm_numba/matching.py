@@ -1,4 +1,4 @@
-"""Drift-diffusion matching (DESIGN.md §4–5): losses on a flat parameter vector, and training.
+"""Drift-diffusion matching (docs/model.md §4–5): losses on a flat parameter vector, and training.
 
 Objectives follow scipy.optimize's convention: a pure function of one flat float64 vector that
 returns (loss, gradient), so each can be tested without the optimizer.
@@ -53,7 +53,7 @@ def lowrank_packer(N, d, p, train_embedding=True):
 
 
 def lowrank_loss_grad(theta, packer, data, reg_A, fixed=None, device_data=None):
-    """L_f of DESIGN.md §4 for W = M A, plus λ_A ‖A‖²_F, and its gradient (flat vectors).
+    """L_f of docs/model.md §4 for W = M A, plus λ_A ‖A‖²_F, and its gradient (flat vectors).
 
     ``fixed`` supplies M and c when the embedding is not trained. ``device_data``: the samples
     already on the GPU (backends.cuda_loss.DeviceDriftData): the CUDA kernel computes the same
@@ -78,7 +78,7 @@ def lowrank_loss_grad(theta, packer, data, reg_A, fixed=None, device_data=None):
 
 
 def ridge_decoders(data, M, c, reg_A):
-    """Closed-form A, b_z, B_z for fixed M, c (DESIGN.md §5 step 2).
+    """Closed-form A, b_z, B_z for fixed M, c (docs/model.md §5 step 2).
 
     τ f_net = Θ ψ − z with Θ = [A, b_z, B_z], ψ = [φ(Mz + c); 1; u]. Output a decouples:
         min_Θa  Λ_a/τ² · (1/K) Σ_k (Θ_a ψ_k − y_ka)² + λ_A ‖A_a‖²,   y_k = τ f_k + z_k
@@ -99,7 +99,7 @@ def ridge_decoders(data, M, c, reg_A):
 # -- full drift (fixed embedding): the Gram form ------------------------------------------------
 
 class FullGram:
-    """The full-mode drift loss as a quadratic form in Θ = [W, b, B_in] (DESIGN.md §3b, §5).
+    """The full-mode drift loss as a quadratic form in Θ = [W, b, B_in] (docs/model.md §3b, §4d).
 
     With ψ_k = [φ(h_k); 1; u_k], h_k = M z_k + c fixed, τ F_k = Θ ψ_k − h_k, P h_k = z_k + P c and
     Q h_k = Q c:
@@ -201,7 +201,7 @@ def sample_domain(system, K, rng):
 
 
 def relative_error(pred, true):
-    """sqrt( Σ ‖pred − true‖² / Σ ‖true − mean(true)‖² ) over samples (DESIGN.md §4).
+    """sqrt( Σ ‖pred − true‖² / Σ ‖true − mean(true)‖² ) over samples (docs/model.md §4f).
 
     For a constant target (zero spread) the denominator is Σ ‖true‖² instead.
     """
@@ -338,7 +338,7 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
         dale=None, sigma_private=0.0, perp_weight=1.0, progress=sys.stderr, device="cpu",
         checkpoint=None, resume=None, visited=0.7, visit_runs=64, self_check_time=None,
         revisit=1, method="auto"):
-    """Train a network whose latent drift and diffusion match ``system`` (DESIGN.md §5).
+    """Train a network whose latent drift and diffusion match ``system`` (docs/model.md §5).
 
     Returns the Network; its ``meta["fit"]`` holds the figures of fit on held-out samples.
     ``progress``: a text stream for progress lines (None for silence). ``device``: where the
@@ -646,7 +646,8 @@ def training_measure(system, K, K_test, fraction, runs, rng, say):
 
 
 def figures_of_fit(system, net, z, u, f, g):
-    """e_f, e_D (DESIGN.md §4) on the given samples, and the off-manifold drift of full models."""
+    """e_f, e_D (docs/model.md §4f) on the given samples, and the off-manifold drift of full
+    models."""
     D = np.einsum("kam,kbm->kab", g, g)
     fn = net.latent_drift(z, u)
     out = {"e_f": relative_error(fn, f),
@@ -659,7 +660,8 @@ def figures_of_fit(system, net, z, u, f, g):
 
 
 def fit_diffusion(system, net, z, g, reg, max_iter, tol, progress):
-    """S0 and R (DESIGN.md §3c, §5 step 4): closed form for constant D, else ridge + L-BFGS-B."""
+    """S0 and R (docs/model.md §3c, §5 step 4): closed form for constant D, else ridge +
+    L-BFGS-B."""
     d, m, N = system.d, system.m, net.N
     D_private = net.sigma_private ** 2 * (net.P @ net.P.T)
     if system.constant_diffusion:

@@ -1,4 +1,5 @@
-"""The network (DESIGN.md §1–3, §8): its parameters, the matrices derived from them, its file.
+"""The network (docs/model.md §1–3, docs/formats.md §1): its parameters, the matrices derived
+from them, its file.
 
     dx = (1/τ) [ −x + W φ(x) + b + B_in u ] dt + Σ(x) dW,     Σ(x) = [ M S(x), σ_p I_N ]
 
@@ -109,7 +110,7 @@ class Network:
         return arrays
 
     def save(self, path):
-        """Write the model `.npz` of DESIGN.md §8 atomically (temp file + rename)."""
+        """Write the model `.npz` of docs/formats.md §1 atomically (temp file + rename)."""
         arrays = self._arrays()
         arrays["format"] = np.array(FORMAT)
         arrays["meta"] = np.array(json.dumps(self.meta, sort_keys=True))

@@ -1,4 +1,4 @@
-"""Sampling (DESIGN.md §6): Euler–Maruyama for the network (N dims) and for the target (d dims).
+"""Sampling (docs/model.md §6): Euler–Maruyama for the network (N dims) and for the target (d dims).
 
 Both use one xoroshiro128+ stream per trial (rng.py), so a run is the same whatever the thread
 count, and with the same seed the network and the target see the same latent noise ξ (when the

@@ -1,4 +1,5 @@
-"""Target SDEs  dz = f(z, u) dt + g(z) dB  (DESIGN.md §1), the built-ins, and loading a user's own.
+"""Target SDEs  dz = f(z, u) dt + g(z) dB  (docs/model.md §1), the built-ins, and loading a
+user's own.
 
 A system is a subclass of :class:`System` that sets its dimensions, sampling domain, suggested step
 and default parameters as class attributes and implements two vectorized callables:

@@ -2,8 +2,8 @@
 (observed trajectories, ddm_numba.learn): parameter packing, the one ridge solver, the block
 scaling for L-BFGS-B, the diffusion objective, and L-BFGS-B itself with progress lines.
 
-Objectives follow scipy.optimize's convention (STYLE.md): a pure function of one flat float64
-vector that returns (loss, gradient).
+Objectives follow scipy.optimize's convention (docs/model.md §5): a pure function of one flat
+float64 vector that returns (loss, gradient).
 """
 import math
 import time
@@ -120,7 +120,7 @@ def lowrank_scale(packer, A, M, B_z=None):
 # -- diffusion --------------------------------------------------------------------------------------
 
 def diffusion_loss_grad(theta, packer, z, Dt, M, c, D_private, reg_R):
-    """L_g of DESIGN.md §4 (+ λ_R ‖R‖²) and its gradient in (S0, R), flat."""
+    """L_g of docs/model.md §4 (+ λ_R ‖R‖²) and its gradient in (S0, R), flat."""
     prm = packer.unpack(theta)
     loss, gS0, gR = cpu.diffusion_loss_grad(z, Dt, np.ascontiguousarray(prm["S0"]),
                                             np.ascontiguousarray(prm["R"]),

@@ -1,6 +1,6 @@
 """`ddm analyze` and the analysis of fitted networks against their targets (issue: analysis).
 
-The exact cases of IRREVERSIBILITY.md §6 are in test_linear_estimators.py (closed forms,
+The exact cases of docs/irreversibility.md §6 are in test_linear_estimators.py (closed forms,
 estimators), test_fokker_planck.py (grid solver) and test_dynamics.py (fixed points, Lyapunov).
 This file checks the same routines on the package's targets and fitted networks.
 """
@@ -33,10 +33,11 @@ def grid_epr(side, box, n=200):
 
 
 def test_ou2d_closed_form_grid_and_trajectory_estimator_agree(ou_model):
-    """ou2d (B = [[1, −2], [2, 1]], σ = 1): e_p = (B12 − B21)²/tr B = 8 exactly (IRREVERSIBILITY
-    §2.1 item 9); the grid within 1%; the AR(1) estimator on Euler–Maruyama paths at dt = 0.002
-    (bias O(dt) ≈ 0.3%) within 4 of its stated standard errors (spread over 8 batches of
-    trials); the network fitted with 256 neurons within 5% from its own f_net and D_net."""
+    """ou2d (B = [[1, −2], [2, 1]], σ = 1): e_p = (B12 − B21)²/tr B = 8 exactly
+    (docs/irreversibility.md §2.1 item 9); the grid within 1%; the AR(1) estimator on
+    Euler–Maruyama paths at dt = 0.002 (bias O(dt) ≈ 0.3%) within 4 of its stated standard errors
+    (spread over 8 batches of trials); the network fitted with 256 neurons within 5% from its own
+    f_net and D_net."""
     system = get_system("ou2d")
     side = target_side(system)
     exact = linear.ou_stationary(system.linear_matrix(), side.D).epr

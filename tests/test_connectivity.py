@@ -70,8 +70,8 @@ def test_spectra_of_lowrank_w_are_those_of_a_m():
 
 
 def test_aligned_decoders_score_one_and_reversible_ensemble_split():
-    """a_i = κ_i D m_i makes every rank-one term D⁻¹ a_i m_iᵀ symmetric (IRREVERSIBILITY.md §5.4):
-    alignment 1, although W = M A is asymmetric."""
+    """a_i = κ_i D m_i makes every rank-one term D⁻¹ a_i m_iᵀ symmetric
+    (docs/irreversibility.md §5.4): alignment 1, although W = M A is asymmetric."""
     rng = np.random.default_rng(3)
     N, d = 10, 2
     M = rng.standard_normal((N, d))

@@ -1,5 +1,5 @@
 """Backend parity: the CUDA drift-loss kernels (ddm_numba.backends.cuda_loss) against their CPU
-twins (DESIGN.md §4, §7), without a GPU.
+twins (docs/model.md §4, §7), without a GPU.
 
 The CUDA side runs under the CUDA simulator, which must be switched on (NUMBA_ENABLE_CUDASIM=1)
 before numba is first imported — and this pytest process has imported numba already. So one

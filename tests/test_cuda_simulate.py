@@ -2,7 +2,7 @@
 
 The CUDA twin must give the CPU's paths for the same seed (same xoroshiro128+ stream per trial,
 same draw order), to rounding in float64 and to float32 rounding in float32, report blow-ups the
-same way and leave the random states where the CPU leaves them (DESIGN.md §6–7).
+same way and leave the random states where the CPU leaves them (docs/model.md §6–7).
 
 No GPU is needed: the kernels run in numba's CUDA simulator, which must be switched on
 (NUMBA_ENABLE_CUDASIM=1) before numba is first imported. The rest of the suite imports numba
@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _network(g, N, d, m, p, R_scale):
-    """Random parameters of a network (DESIGN.md §2–3): M, c, A, W, b, B_in, S0, R, P."""
+    """Random parameters of a network (docs/model.md §2–3): M, c, A, W, b, B_in, S0, R, P."""
     M = g.normal(size=(N, d))
     return dict(M=M, c=0.3 * g.normal(size=N), A=g.normal(size=(d, N)) / np.sqrt(N),
                 W=g.normal(size=(N, N)) / np.sqrt(N), b=0.2 * g.normal(size=N),

@@ -1,8 +1,8 @@
-"""Stationary Fokker–Planck grid solver against the exact values of IRREVERSIBILITY.md §6.
+"""Stationary Fokker–Planck grid solver against the exact values of docs/irreversibility.md §6.
 
 Project convention: D = g gᵀ (physics D_p = D/2); Φ is the same number in both conventions.
-Each expected value below is copied from IRREVERSIBILITY.md (§2.2, §3.2, §3.3, §5.3, §6) or is a
-closed form computed here independently of the solver.
+Each expected value below is copied from docs/irreversibility.md (§2.2, §3.2, §3.3, §5.3, §6) or
+is a closed form computed here independently of the solver.
 """
 import numpy as np
 import pytest

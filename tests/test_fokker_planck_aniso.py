@@ -154,8 +154,9 @@ def test_reversible_control_has_no_current():
 
 
 def test_constant_non_diagonal_D_as_a_callable_matches_121_over_588():
-    """T3 (IRREVERSIBILITY.md §6): B = [[1, 0.5], [−0.3, 2]], D = [[1, 0.2], [0.2, 2]], Φ = 121/588
-    exactly. Through the lattice scheme (no Cholesky map), Richardson from n = 80, 160."""
+    """T3 (docs/irreversibility.md §6): B = [[1, 0.5], [−0.3, 2]], D = [[1, 0.2], [0.2, 2]],
+    Φ = 121/588 exactly. Through the lattice scheme (no Cholesky map), Richardson from n = 80,
+    160."""
     B = np.array([[1.0, 0.5], [-0.3, 2.0]])
     D = np.array([[1.0, 0.2], [0.2, 2.0]])
     study = refine(lambda z: -z @ B.T, lambda z: np.broadcast_to(D, (len(z), 2, 2)),

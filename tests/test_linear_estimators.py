@@ -1,6 +1,6 @@
 """OU closed forms and EPR estimators (ddm_numba.analysis.linear / .estimators).
 
-Exact values are the test cases of IRREVERSIBILITY.md §6 (T1–T9, T15), derived there by hand or
+Exact values are the test cases of docs/irreversibility.md §6 (T1–T9, T15), derived there by hand or
 with sympy, never taken from this code. Statistical tests use paths sampled *exactly* (one-step
 e^{−BΔt} map, §2.3) with fixed seeds; every tolerance is a stated multiple of a standard deviation
 derived in the comment next to it (asymptotic formula, checked against the spread over many seeds
@@ -79,7 +79,7 @@ def path_fine():
 
 
 # ------------------------------------------------------------------------------------------------
-# closed forms (IRREVERSIBILITY.md §2, §6)
+# closed forms (docs/irreversibility.md §2, §6)
 
 
 @pytest.mark.parametrize("w", [0.5, 1.0, 2.0, 3.0])

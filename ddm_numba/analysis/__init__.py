@@ -1,4 +1,4 @@
-"""Analysis of targets and networks (DESIGN.md §9, IRREVERSIBILITY.md).
+"""Analysis of targets and networks (docs/model.md §9, docs/irreversibility.md).
 
 Sub-modules:
     linear          Ornstein–Uhlenbeck closed forms: Lyapunov covariance, Onsager matrix, e_p

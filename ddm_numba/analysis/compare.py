@@ -105,7 +105,7 @@ def cross_correlation_asymmetry(z, max_lag):
     """C₁₂(k) − C₂₁(k) for the first two coordinates, C_ab(k) = E[δz_a(t+k) δz_b(t)] / (s_a s_b).
 
     Zero at every lag for a time-reversible process (time reversal maps C(k) to C(k)ᵀ); its sign
-    tells the sense of rotation of the stationary current (IRREVERSIBILITY.md §4.2).
+    tells the sense of rotation of the stationary current (docs/irreversibility.md §4.2).
     """
     z = np.asarray(z, dtype=float)
     if z.ndim != 3 or z.shape[2] < 2:
@@ -184,6 +184,7 @@ def well_transitions(z, wells, radius, dt):
 
 
 def relative_field_error(f_net, f_target):
-    """‖f_net − f‖ / ‖f‖ over points (the e_f of DESIGN.md §5, on the given points)."""
+    """‖f_net − f‖ / ‖f‖ over points (the e_f of docs/model.md §4f, uncentred, on the given
+    points)."""
     f_net, f_target = np.asarray(f_net, float), np.asarray(f_target, float)
     return float(np.linalg.norm(f_net - f_target) / max(np.linalg.norm(f_target), 1e-300))

@@ -1,4 +1,5 @@
-"""The network's connectivity and the latent fields it makes (DESIGN.md §9, IRREVERSIBILITY.md §5).
+"""The network's connectivity and the latent fields it makes (docs/model.md §9,
+docs/irreversibility.md §5).
 
 On the manifold x = M z + c the network's latent drift is, for either mode (P M = I),
 
@@ -106,7 +107,7 @@ def asymmetry_lowrank(M, A):
 
 
 def decoder_alignment(net, D):
-    """How close each decoder a_i is to D m_i (IRREVERSIBILITY.md §5.4).
+    """How close each decoder a_i is to D m_i (docs/irreversibility.md §5.4).
 
     The latent dynamics is exactly reversible (for generic φ') iff every rank-one term D⁻¹ a_i m_iᵀ
     of the Jacobian is symmetric, i.e. a_i ∥ D m_i. We measure it in the metric of D, where the
@@ -158,7 +159,8 @@ def spectra(net, max_full=2048):
 
 
 def epr_split_ensemble(net, z, D):
-    """e_p = e_p,s + e_p,a along W = W_s + W_a from stationary samples (IRREVERSIBILITY.md §5.3).
+    """e_p = e_p,s + e_p,a along W = W_s + W_a from stationary samples
+    (docs/irreversibility.md §5.3).
 
     Φ_k = E[f_irrᵀ (D/2)⁻¹ f_k]. With f_irr = f − f_rev, f_rev = ½ D ∇log p_s (constant D) and
     E[∇log p_s · f_k] = −E[∇·f_k] (integration by parts), this needs no density:

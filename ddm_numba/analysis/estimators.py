@@ -1,4 +1,5 @@
-"""Entropy production rate (EPR) from samples and trajectories, any d (IRREVERSIBILITY.md §3.1, §4).
+"""Entropy production rate (EPR) from samples and trajectories, any d (docs/irreversibility.md
+§3.1, §4).
 
 Project convention: dz = f(z) dt + g dB, D = g gᵀ (no ½), D_p = D/2; Φ = 2 E[f_irrᵀ D⁻¹ f_irr].
 
@@ -26,12 +27,13 @@ Take θ = K z (linear). E[f_irr zᵀ] = ∫ J zᵀ dz is the antisymmetric part 
 is antisymmetric by stationarity, and E[f_rev zᵀ] = ½∫ ∇·(Dp) zᵀ = −½E[D] is symmetric), so the
 bound is 2 tr(KᵀA) − ½ tr(KᵀDKS), largest at K = 2D⁻¹AS⁻¹, where it equals 2 tr(S⁻¹AᵀD⁻¹A). For
 the OU fitted to the same S and A (B̂ = −E[f zᵀ]S⁻¹, so Q̂ = B̂S − D̂/2 = −A and D̂ = E[D]) this is
-exactly its closed form Φ = 2 tr(S⁻¹Q̂ᵀD̂⁻¹Q̂) (IRREVERSIBILITY.md §2.1 item 4). Hence AR(1) and
-the lagged-covariance fit, at short lags and with enough data, approach this bound from the data's
-S and A = −lim (C(τ) − C(τ)ᵀ)/(2τ), and are ≤ Φ; they equal Φ for an OU process. Caveats: with
-state-dependent D the bound needs ½E[zᵀKᵀD(z)Kz] where the fit uses ½ tr(KᵀE[D]KS) — then it
-is a lower-bound-type estimate, not a theorem; finite samples bias Φ̂ upward (see each docstring
-and :func:`shuffled_surrogate`). The two-time KL rate is ≤ Φ by data processing (§4.3).
+exactly its closed form Φ = 2 tr(S⁻¹Q̂ᵀD̂⁻¹Q̂) (docs/irreversibility.md §2.1 item 4). Hence
+AR(1) and the lagged-covariance fit, at short lags and with enough data, approach this bound from
+the data's S and A = −lim (C(τ) − C(τ)ᵀ)/(2τ), and are ≤ Φ; they equal Φ for an OU process.
+Caveats: with state-dependent D the bound needs ½E[zᵀKᵀD(z)Kz] where the fit uses
+½ tr(KᵀE[D]KS) — then it is a lower-bound-type estimate, not a theorem; finite samples bias Φ̂
+upward (see each docstring and :func:`shuffled_surrogate`). The two-time KL rate is ≤ Φ by data
+processing (§4.3).
 
 Bias and spread quoted in the docstrings were measured on the rotation OU B = I + J, D = 2I
 (Φ = 2, S = I, correlation time 1) sampled *exactly* (z_{n+1} = e^{−BΔt} z_n + N(0, S − e^{−BΔt} S
@@ -201,7 +203,7 @@ def _fitted_ou(B, D, what):
 
 
 def ensemble_epr(f, div_f, D):
-    """Φ = E_ps[2 fᵀ D⁻¹ f + ∇·f] from stationary samples (IRREVERSIBILITY.md §3.1 (b)).
+    """Φ = E_ps[2 fᵀ D⁻¹ f + ∇·f] from stationary samples (docs/irreversibility.md §3.1 (b)).
 
     Needs only the drift f and its divergence at samples of the stationary law (constant D), not the
     density. f has shape (K, d) (iid samples) or (trials, T, d) (trajectories); div_f has the
@@ -237,7 +239,8 @@ def ensemble_epr(f, div_f, D):
 
 
 def stratonovich_epr(z, f, D, dt):
-    """Φ = ⟨D_p⁻¹ f(z) ∘ ż⟩, D_p⁻¹ = 2 D⁻¹: Stratonovich time average (IRREVERSIBILITY.md §3.1 (c)).
+    """Φ = ⟨D_p⁻¹ f(z) ∘ ż⟩, D_p⁻¹ = 2 D⁻¹: Stratonovich time average
+    (docs/irreversibility.md §3.1 (c)).
 
     Discretised as the mean over steps of ½[2D⁻¹f(z_n) + 2D⁻¹f(z_{n+1})]·(z_{n+1} − z_n) / dt,
     within each trial. z and f = f(z) have shape (trials, T, d) (or (T, d)); D is (d, d) SPD or a
@@ -273,7 +276,7 @@ def stratonovich_epr(z, f, D, dt):
 
 @dataclass(frozen=True)
 class AR1Result:
-    """AR(1) fit z_{n+1} = A z_n + ε and the OU it implies (IRREVERSIBILITY.md §4.1).
+    """AR(1) fit z_{n+1} = A z_n + ε and the OU it implies (docs/irreversibility.md §4.1).
 
     epr: Φ of the fitted OU; B, D, S: its drift matrix, diffusion and stationary covariance;
     A, Sigma: the AR(1) matrix and residual covariance; stationary: the full
@@ -293,7 +296,7 @@ class AR1Result:
 
 
 def ar1_epr(z, dt, inversion="exact"):
-    """EPR of the OU fitted by least-squares AR(1) (IRREVERSIBILITY.md §4.1).
+    """EPR of the OU fitted by least-squares AR(1) (docs/irreversibility.md §4.1).
 
     Fit z_{n+1} = Â z_n + ε on within-trial pairs (mean removed), Â = Ĉ(Δt) Ĉ(0)⁻¹ over the pairs,
     residual covariance Σ̂. Then
@@ -350,7 +353,7 @@ def ar1_epr(z, dt, inversion="exact"):
 
 @dataclass(frozen=True)
 class LaggedAsymmetry:
-    """Lagged covariance and its antisymmetric part (IRREVERSIBILITY.md §4.2).
+    """Lagged covariance and its antisymmetric part (docs/irreversibility.md §4.2).
 
     S: Ŝ = E[z zᵀ]; C: Ĉ(τ) = E[z_{t+τ} z_tᵀ] (mean removed); asymmetry: Ĉ − Ĉᵀ (signed, 0 in
     expectation for reversible processes); Q_hat: −(Ĉ − Ĉᵀ)/(2τ) (Onsager estimate, Q + O(τ) for
@@ -367,7 +370,8 @@ class LaggedAsymmetry:
 
 
 def lagged_asymmetry(z, dt, lag=1):
-    """Signed asymmetry of the lagged covariance Ĉ(τ) − Ĉ(τ)ᵀ, τ = lag·dt (IRREVERSIBILITY.md §4.2).
+    """Signed asymmetry of the lagged covariance Ĉ(τ) − Ĉ(τ)ᵀ, τ = lag·dt
+    (docs/irreversibility.md §4.2).
 
     Time reversal maps C(τ) → C(τ)ᵀ, so a nonzero C − Cᵀ is a model-free signature of
     irreversibility (a squared/MI-type measure is blind to pure rotations; this one is signed).
@@ -391,7 +395,8 @@ def lagged_asymmetry(z, dt, lag=1):
 
 @dataclass(frozen=True)
 class LaggedCovarianceResult:
-    """OU fitted from the lagged covariance (IRREVERSIBILITY.md §4.2); see :class:`LaggedAsymmetry`.
+    """OU fitted from the lagged covariance (docs/irreversibility.md §4.2); see
+    :class:`LaggedAsymmetry`.
 
     epr: Φ(B̂, D̂); B: −logm(Ĉ Ŝ⁻¹)/τ; D: B̂ Ŝ + Ŝ B̂ᵀ; stationary: the OUStationary of (B̂, D̂).
     """
@@ -409,7 +414,8 @@ class LaggedCovarianceResult:
 
 
 def lagged_covariance_epr(z, dt, lag=1):
-    """EPR of the OU whose lagged covariance matches the data, τ = lag·dt (IRREVERSIBILITY.md §4.2).
+    """EPR of the OU whose lagged covariance matches the data, τ = lag·dt
+    (docs/irreversibility.md §4.2).
 
     For an OU, C(τ) = e^{−Bτ} S, so B̂ = −logm(Ĉ(τ) Ŝ⁻¹)/τ recovers B at any τ (no Euler bias), and
     D̂ = B̂ Ŝ + Ŝ B̂ᵀ; Φ̂ = Φ(B̂, D̂). Also returns the signed asymmetry Ĉ − Ĉᵀ and the Onsager
@@ -551,7 +557,8 @@ def shuffled_surrogate(estimator, z, dt, seed, method="reverse_blocks", segments
 
     The surrogate keeps every sample (hence the stationary law) and has expected EPR 0, so what the
     estimator returns there is its finite-sample floor: an estimate is only meaningful if it clearly
-    exceeds the surrogate's spread (IRREVERSIBILITY.md §4.1, §4.5, §7 "always report a surrogate").
+    exceeds the surrogate's spread (docs/irreversibility.md §4.1, §4.5, §7 "always report a
+    surrogate").
 
     ``estimator`` is one of stratonovich_epr (then pass f=..., D=...; f is rearranged with z),
     ar1_epr, lagged_asymmetry, lagged_covariance_epr, gaussian_kl_rate (pass their keyword

@@ -1,4 +1,4 @@
-"""Stationary Fokker–Planck equation on a grid (d = 1 or 2): IRREVERSIBILITY.md §3.2–3.3.
+"""Stationary Fokker–Planck equation on a grid (d = 1 or 2): docs/irreversibility.md §3.2–3.3.
 
 The SDE dz = f(z) dt + g dB has diffusion D = g gᵀ (project convention, no ½; physics D_p = D/2),
 probability current J = f p − ½ ∇·(D p) and entropy production rate (EPR)
@@ -102,7 +102,7 @@ LOG_FLOOR = 1e-300              # log p of empty cells: finite, so 0 · (garbage
 
 @dataclass
 class StationaryFP:
-    """Stationary solution of the Fokker–Planck equation on a grid (IRREVERSIBILITY.md §3.2).
+    """Stationary solution of the Fokker–Planck equation on a grid (docs/irreversibility.md §3.2).
 
     Arrays are indexed by cell: shape (n1,) in 1-D, (n1, n2) in 2-D, with a trailing axis of length
     d for vector fields. All positions, densities and fields are in z coordinates.
@@ -178,7 +178,8 @@ class Refinement:
 # -- public API ------------------------------------------------------------------------------------
 
 def solve_stationary(drift, D, box, n, periodic=False):
-    """Stationary law, currents and EPR of dz = f dt + g dB on a grid (IRREVERSIBILITY.md §3.2).
+    """Stationary law, currents and EPR of dz = f dt + g dB on a grid
+    (docs/irreversibility.md §3.2).
 
     drift     vectorised callable, z (K, d) -> f (K, d)
     D         constant (d, d) SPD diffusion g gᵀ (project convention), or a callable
@@ -245,7 +246,7 @@ def solve_stationary(drift, D, box, n, periodic=False):
 
 
 def refine(drift, D, box, ns, periodic=False):
-    """Refinement study (IRREVERSIBILITY.md §3.2 "Convergence" and check 7).
+    """Refinement study (docs/irreversibility.md §3.2 "Convergence" and check 7).
 
     Solves at each n in ns (e.g. (50, 100, 200), increasing) and returns a Refinement with Φ_h per
     grid, the Richardson value from the last two grids,
@@ -289,7 +290,7 @@ def _check_box(box):
     if d not in (1, 2):
         raise DDMError(
             f"box has {d} rows (d = {d}); the grid solver handles d = 1 or 2 only "
-            "(IRREVERSIBILITY.md §3.3). For d ≥ 3 use the ensemble estimator "
+            "(docs/irreversibility.md §3.3). For d ≥ 3 use the ensemble estimator "
             "Φ = E[2 fᵀD⁻¹f + ∇·f] over stationary samples (§3.1 b).")
     if not np.all(np.isfinite(box)) or np.any(box[:, 1] <= box[:, 0]):
         raise DDMError(f"box must have finite low < high on every axis, got {box.tolist()}")
@@ -764,7 +765,7 @@ def _fields(grid, diffusion, faces, P, D_centres):
 def _tensor_fields(grid, diffusion, edges, P):
     """f_rev, J and D at the cell centres for the 2-D tensor scheme (grid coordinates = z).
 
-    f_rev = ½ D ∇log p + ½ ∇·D (IRREVERSIBILITY.md §1), ∇log p by central differences
+    f_rev = ½ D ∇log p + ½ ∇·D (docs/irreversibility.md §1), ∇log p by central differences
     (second-order one-sided at walls, wrapped on periodic axes), ∇·D as in _lattice_edges.
     J = Σ_e v_e j_e: each edge's mass flux F_e = k_fwd P_i − k_bwd P_j, times v_e / (cell
     volume), is shared half-and-half between its two cells (walls carry 0); for the axis edges

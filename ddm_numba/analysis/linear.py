@@ -1,6 +1,6 @@
-"""Ornstein–Uhlenbeck closed forms (IRREVERSIBILITY.md §2, §4.6, §5.1–5.2).
+"""Ornstein–Uhlenbeck closed forms (docs/irreversibility.md §2, §4.6, §5.1–5.2).
 
-Model (project convention, DESIGN.md §1):  dz = −B z dt + g dB,  D = g gᵀ constant, no factor ½.
+Model (project convention, docs/model.md §1):  dz = −B z dt + g dB,  D = g gᵀ constant, no factor ½.
 The physics diffusion of the papers is D_p = D/2. The entropy production rate (EPR)
 
     Φ = 2 E[f_irrᵀ D⁻¹ f_irr] = E[f_irrᵀ D_p⁻¹ f_irr]
@@ -21,7 +21,7 @@ _LYAP_RTOL = 1e-8
 
 @dataclass(frozen=True)
 class OUStationary:
-    """Stationary law and currents of dz = −B z dt + g dB, D = g gᵀ (IRREVERSIBILITY.md §2.1).
+    """Stationary law and currents of dz = −B z dt + g dB, D = g gᵀ (docs/irreversibility.md §2.1).
 
     Attributes
     ----------
@@ -91,7 +91,8 @@ def check_spd(D, d=None, name="D"):
 
 
 def ou_stationary(B, D):
-    """Stationary covariance, Onsager matrix, currents and EPR of an OU (IRREVERSIBILITY.md §2.1).
+    """Stationary covariance, Onsager matrix, currents and EPR of an OU
+    (docs/irreversibility.md §2.1).
 
     dz = −B z dt + g dB with D = g gᵀ (project convention). Implements §2.1 items 1–4:
 
@@ -124,7 +125,7 @@ def ou_stationary(B, D):
 
 
 def ou_epr_split(parts, D):
-    """Split Φ along a split of the drift matrix, B = Σ_k B_k (IRREVERSIBILITY.md §5.2, §5.3).
+    """Split Φ along a split of the drift matrix, B = Σ_k B_k (docs/irreversibility.md §5.2, §5.3).
 
     Contribution of the drift part f_k = −B_k z:
 
@@ -150,7 +151,7 @@ def ou_epr_split(parts, D):
 
 
 def asymmetry(W):
-    """Scalar symmetry measures of a square matrix W (IRREVERSIBILITY.md §5.1).
+    """Scalar symmetry measures of a square matrix W (docs/irreversibility.md §5.1).
 
     With W_s = (W + Wᵀ)/2 and W_a = (W − Wᵀ)/2 (orthogonal in Frobenius):
 

@@ -1,4 +1,4 @@
-"""`ddm analyze`: how the network does what its target does (DESIGN.md §9).
+"""`ddm analyze`: how the network does what its target does (docs/model.md §9).
 
 One call, :func:`analyze`, computes for a model and its target, side by side:
 
@@ -160,7 +160,8 @@ def circulation(sol):
 
 
 def grid_split(net, sol, D):
-    """Φ_k = Σ_cells P f_irrᵀ (D/2)⁻¹ f_k on the grid (the split of §5.3 from the grid's f_irr)."""
+    """Φ_k = Σ_cells P f_irrᵀ (D/2)⁻¹ f_k on the grid (the split of docs/irreversibility.md §5.3
+    from the grid's f_irr)."""
     pts = sol.points.reshape(-1, net.d)
     w = sol.mass.reshape(-1)
     f_irr = sol.f_irr.reshape(-1, net.d)

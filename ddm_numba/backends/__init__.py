@@ -1,4 +1,4 @@
-"""Backends: the same primitives (loss+gradient, simulation) for each device (DESIGN.md §7).
+"""Backends: the same primitives (loss+gradient, simulation) for each device (docs/model.md §7).
 
 ``cpu`` (numba njit) always; ``cuda`` (numba.cuda kernels: ``cuda_simulate``, ``cuda_loss``)
 when numba-cuda is installed and a GPU is usable — or under the CUDA simulator

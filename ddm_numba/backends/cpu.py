@@ -1,5 +1,5 @@
 """CPU kernels (numba): drift and diffusion losses with their gradients, Gram statistics, and
-Euler–Maruyama simulation of the network. Symbols as in DESIGN.md.
+Euler–Maruyama simulation of the network. Symbols as in docs/model.md.
 
 Kernels take C-contiguous float64 arrays (the callers in matching.py / simulate.py convert and
 check shapes first). Loss kernels split the K samples into fixed blocks of BLOCK samples; each
@@ -23,7 +23,8 @@ _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 @kernel(inline="always", fastmath=_FAST)
 def hidden_activity(z, k, MT, c, out):
-    """out[:N] = φ(h_k), h_k = M z_k + c: the neurons' rates at latent sample k (DESIGN.md §2)."""
+    """out[:N] = φ(h_k), h_k = M z_k + c: the neurons' rates at latent sample k
+    (docs/model.md §2)."""
     N = c.shape[0]
     for i in range(N):
         out[i] = c[i]
@@ -70,7 +71,7 @@ def lowrank_drift_loss_grad(z, u, f, lam, A, bz, Bz, MT, c, tau):
 
 @kernel(parallel=True, fastmath=_FAST)
 def _lowrank_drift_loss_grad(z, u, f, lam, A, bz, Bz, MT, c, tau):
-    """Low-rank drift loss (DESIGN.md §3a, §4) and its gradient, fused over samples.
+    """Low-rank drift loss (docs/model.md §3a, §4c) and its gradient, fused over samples.
 
     For each sample k (h = M z_k + c, φ = tanh):
         f_net,k = (1/τ) [ −z_k + A φ(h_k) + b_z + B_z u_k ]
@@ -229,7 +230,8 @@ def weighted_gram_statistics(z, Y, W, MT, c):
 
 @kernel(fastmath=_FAST)
 def full_drift_loss_grad(z, u, f, lam, WT, b, BinT, MT, c, P, Q, lam_perp, tau):
-    """Full-connectivity drift loss (DESIGN.md §3b, §4) per sample, and its gradient in W, b, B_in.
+    """Full-connectivity drift loss (docs/model.md §3b, §4d) per sample, and its gradient in W, b,
+    B_in.
 
     With h_k = M z_k + c (fixed embedding), F_k = (1/τ)[−h_k + W φ(h_k) + b + B_in u_k]:
         r_k = P F_k − f_k,      F⊥_k = Q F_k
@@ -283,7 +285,7 @@ def full_drift_loss_grad(z, u, f, lam, WT, b, BinT, MT, c, P, Q, lam_perp, tau):
 
 @kernel(parallel=True, fastmath=_FAST)
 def diffusion_loss_grad(z, Dt, S0, R, MT, c, D_private):
-    """Diffusion loss (DESIGN.md §3c, §4) and its gradient in S0 and R.
+    """Diffusion loss (docs/model.md §3c, §4e) and its gradient in S0 and R.
 
         S_k = S0 + Σ_j R[:, :, j] φ_j(h_k),   D_net,k = S_k S_kᵀ + D_private   (D_private = σ_p² P Pᵀ)
         L   = (1/K) Σ_k ‖D_net,k − D_k‖²_F                      (regularizer added by the caller)
@@ -409,7 +411,7 @@ def simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, s
 @kernel(parallel=True, fastmath=_FAST)
 def _simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, sigma_p, P,
                       dt, tau, n_steps, every, z_out, x_out, save_x, blowup):
-    """Euler–Maruyama for the network (DESIGN.md §1, §6), one trial per prange iteration.
+    """Euler–Maruyama for the network (docs/model.md §1, §6), one trial per prange iteration.
 
         x ← x + (dt/τ) [ −x + W φ(x) + b + B_in u(t) ] + √dt ( M S(x) ξ + σ_p η ),
         ξ ~ N(0, I_m), η ~ N(0, I_N),  S(x) = S0 + Σ_j R[:, :, j] φ_j(x).

@@ -1,5 +1,6 @@
 """CUDA kernels (numba.cuda) for the drift losses and their gradients: the GPU twins of
-``cpu.lowrank_drift_loss_grad`` and ``cpu.full_drift_loss_grad`` (DESIGN.md §3a, §3b, §4, §7).
+``cpu.lowrank_drift_loss_grad`` and ``cpu.full_drift_loss_grad`` (docs/model.md §3a, §3b, §4c–§4d,
+§7).
 
 Same signatures, same returned values (host numpy arrays, float64), computed on the device. The
 maths is the CPU kernels' (their docstrings derive it; it is repeated in plain text below), with
@@ -98,7 +99,7 @@ def _host(x, name, shape):
 
 
 class DeviceDriftData:
-    """Drift samples kept on the GPU across loss evaluations (DESIGN.md §4, §5 step 3).
+    """Drift samples kept on the GPU across loss evaluations (docs/model.md §4, §5 step 3).
 
     z (K, d), u (K, p) (p may be 0), f (K, d) and the weights Λ = lam (d,) are uploaded once. Pass
     the object as the ``z`` argument of ``lowrank_drift_loss_grad`` / ``full_drift_loss_grad``
@@ -196,7 +197,7 @@ def _lane_sum(acc, row, q):
     return s
 
 
-# -- low-rank mode (DESIGN.md §3a) --------------------------------------------------------------
+# -- low-rank mode (docs/model.md §3a) ----------------------------------------------------------
 
 @cuda.jit
 def _lowrank_residual(z, u, f, lam, A, bz, Bz, MT, c, tau, p, E, part):
@@ -319,7 +320,7 @@ def _lowrank_neuron_grad(z, E, A, MT, c, chunk, part):
 
 
 def lowrank_drift_loss_grad(z, u, f, lam, A, bz, Bz, MT, c, tau):
-    """Low-rank drift loss (DESIGN.md §3a, §4) and its gradient, on the GPU.
+    """Low-rank drift loss (docs/model.md §3a, §4c) and its gradient, on the GPU.
 
     Same values as ``cpu.lowrank_drift_loss_grad``: for h_k = M z_k + c, φ = tanh,
         f_net,k = (1/τ) [ −z_k + A φ(h_k) + b_z + B_z u_k ],   r_k = f_net,k − f_k
@@ -378,7 +379,7 @@ def lowrank_drift_loss_grad(z, u, f, lam, A, bz, Bz, MT, c, tau):
     return loss, rest[:d].copy(), gbz, gBz, rest[d:2 * d].copy(), rest[2 * d].copy()
 
 
-# -- full mode (DESIGN.md §3b) ----------------------------------------------------------------
+# -- full mode (docs/model.md §3b) ----------------------------------------------------------------
 
 @cuda.jit(device=True, inline="always")  # inlined so that acc lives in registers
 def _tile_product(X, Y, trans_x, sX, sY, acc):
@@ -435,7 +436,7 @@ def _full_features(z, u, MT, c, p, k0, Psi):
 
     With Θ' = [W, b − c, B_in, −M], τ F_k = −h_k + W φ(h_k) + b + B_in u_k = Θ' ψ'_k: the
     network's drift for a whole chunk is one GEMM, and ∂L/∂[W, b, B_in] is the first N + 1 + p
-    rows of Ψᵀ G (DESIGN.md §3b; the features of §5 plus z, which carries −h's linear part).
+    rows of Ψᵀ G (docs/model.md §4d; its features ψ plus z, which carries −h's linear part).
     """
     i, r = cuda.grid(2)
     N = c.shape[0]
@@ -546,7 +547,8 @@ def _full_chunk(K, N, p, d):
 
 
 def full_drift_loss_grad(z, u, f, lam, WT, b, BinT, MT, c, P, Q, lam_perp, tau):
-    """Full-connectivity drift loss (DESIGN.md §3b, §4) and its gradient in W, b, B_in, on the GPU.
+    """Full-connectivity drift loss (docs/model.md §3b, §4d) and its gradient in W, b, B_in, on the
+    GPU.
 
     Same values as ``cpu.full_drift_loss_grad``. With h_k = M z_k + c (fixed embedding),
     ψ_k = [φ(h_k); 1; u_k], Θ = [W, b, B_in] and F_k = (1/τ) [Θ ψ_k − h_k]:

@@ -1,4 +1,4 @@
-"""CUDA kernels (numba.cuda): Euler–Maruyama simulation of the network (DESIGN.md §1, §6, §7).
+"""CUDA kernels (numba.cuda): Euler–Maruyama simulation of the network (docs/model.md §1, §6, §7).
 
 The GPU twin of ``cpu.simulate_network``: same arguments, same results. With the same seed a trial
 follows the same path on both backends, to rounding in float64, because each trial draws from the
@@ -64,9 +64,9 @@ MAX_TPB = 256
 def _device(func, **rebind):
     """A CUDA device function compiled from the Python source of the njit kernel `func`.
 
-    One implementation of the maths (STYLE.md): we do not copy the source, we compile the CPU
-    kernel's own Python function (``func.py_func``) for the GPU. A CUDA function cannot call a CPU
-    dispatcher, so the names `func` calls (``rng.uniform`` calls ``next_uint64``, which calls
+    One implementation of the maths (docs/model.md §7): we do not copy the source, we compile the
+    CPU kernel's own Python function (``func.py_func``) for the GPU. A CUDA function cannot call a
+    CPU dispatcher, so the names `func` calls (``rng.uniform`` calls ``next_uint64``, which calls
     ``_rotl``) must name CUDA device functions instead: we rebuild the function object around the
     same code with a copy of its module's globals in which those names are rebound (`rebind`),
     and build the chain in dependency order. The module rng.py itself is left untouched.
@@ -140,7 +140,7 @@ def _kernel(tpb, precision):
     @cuda.jit
     def simulate(x, states, words, eta, drive, ph, MT, c, A, WT, full, b, BinT, U, p, S0, m, R,
                  has_R, sigma_p, P, dt, tau, sqdt, n_steps, every, z_out, x_out, save_x, blowup):
-        """Euler–Maruyama for trial blockIdx.x (DESIGN.md §1, §3, §6), in place on x[trial]:
+        """Euler–Maruyama for trial blockIdx.x (docs/model.md §1, §3, §6), in place on x[trial]:
 
             x ← x + (dt/τ) [ −x + W φ(x) + b + B_in u(t) ] + √dt ( M S(x) ξ + σ_p η ),
             ξ ~ N(0, I_m), η ~ N(0, I_N),  S(x) = S0 + Σ_j R[:, :, j] φ_j(x),
@@ -304,7 +304,7 @@ def simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, s
                      dt, tau, n_steps, every, z_out, x_out, save_x, blowup, dtype=np.float64,
                      threads_per_block=None):
     """Euler–Maruyama for the network on a CUDA GPU; the twin of ``cpu.simulate_network``
-    (DESIGN.md §6–7): the same arguments and the same results, written into z_out, x_out (if
+    (docs/model.md §6–7): the same arguments and the same results, written into z_out, x_out (if
     save_x) and blowup, with `states` advanced in place. Returns blowup.
 
     dtype: np.float64 (paths equal to the CPU's to rounding) or np.float32 (state, weights and

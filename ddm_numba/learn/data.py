@@ -1,6 +1,6 @@
-"""Observed trajectories (DESIGN.md §8 trajectory files) as the learner sees them: validated time
-stamps, NaN gaps splitting trials into segments, increments that never cross a gap, and the split
-into training and held-out trials."""
+"""Observed trajectories (trajectory files, docs/formats.md §2) as the learner sees them:
+validated time stamps, NaN gaps splitting trials into segments, increments that never cross a gap,
+and the split into training and held-out trials."""
 import numpy as np
 
 from ..errors import DDMError
@@ -66,7 +66,7 @@ class Observations:
 
 
 def load_observations(data):
-    """Observations from a Trajectories object or a trajectory file (DESIGN.md §8)."""
+    """Observations from a Trajectories object or a trajectory file (docs/formats.md §2)."""
     if isinstance(data, Observations):
         return data
     if isinstance(data, Trajectories):

@@ -6,7 +6,7 @@ Observations z_k of an SDE dz = f dt + g dB at spacing Δt give, pair by pair (k
 
 so the increments y_k = Δz_k / Δt are noisy but (to O(Δt)) unbiased targets for the drift, and the
 residuals r_k r_kᵀ / Δt for D. Least squares over many pairs averages the noise away, with no
-binning: the same losses as DESIGN.md §4 with y_k in place of f(z_k) ("increment matching").
+binning: the same losses as docs/model.md §4 with y_k in place of f(z_k) ("increment matching").
 
 1. increment matching: random embedding M, c over the central 99 % box of the visited states, its
    gain scale (GAIN_PATH, down to near-polynomial features shared over the whole region: the
@@ -28,7 +28,7 @@ binning: the same losses as DESIGN.md §4 with y_k in place of f(z_k) ("incremen
 3. diffusion: D = mean of r rᵀ / Δt over the residuals of the final drift (constant), or (state
    noise) a ridge regression of r rᵀ/Δt on the features with the penalty per entry chosen on
    held-out residuals, corrected for the flow's O(Δt) distortion of the noise (J D + D Jᵀ) Δt/2,
-   then S0, R fitted to it by the diffusion loss of DESIGN.md §4.
+   then S0, R fitted to it by the diffusion loss of docs/model.md §4.
 
 Figures of fit on held-out trials: the predictive error of the increments (noise-dominated: it
 cannot go below the noise floor, reported alongside when the truth is known) and, where the data
@@ -704,7 +704,7 @@ def _state_noise(net, z0, r, v0, rv, dt, progress, max_polish=30000, G=None, Gv=
          (analytic) corrects D̂ to first order; then D̂ is made positive definite by clipping its
          eigenvalues;
       3. factor and polish (on up to max_polish pairs): g_k = chol(D̂(z_k)) regressed on ψ gives a
-         start (S0, R) linear in the features; L-BFGS-B on the diffusion loss of DESIGN.md §4
+         start (S0, R) linear in the features; L-BFGS-B on the diffusion loss of docs/model.md §4
          against D̂ (training.diffusion_objective).
     """
     d, N = net.d, net.N

@@ -1,10 +1,10 @@
 """Multi-step ("shooting") loss for a low-rank network's latent drift, with its gradient by the
-discrete adjoint of RK4. Symbols as in DESIGN.md §3a.
+discrete adjoint of RK4. Symbols as in docs/model.md §3a.
 
-Why: the drift loss of DESIGN.md §4 needs the target drift f(z) at sample points. When all we have
-are coarsely sampled trajectories, the one-step increment (z(t+Δ) − z(t))/Δ is a biased estimate
-of f once Δ is not small. Integrating the network's own latent flow over Δ and comparing end points
-removes that bias: the fit is of the flow map, not of a finite difference.
+Why: the drift loss of docs/model.md §4 needs the target drift f(z) at sample points. When all we
+have are coarsely sampled trajectories, the one-step increment (z(t+Δ) − z(t))/Δ is a biased
+estimate of f once Δ is not small. Integrating the network's own latent flow over Δ and comparing
+end points removes that bias: the fit is of the flow map, not of a finite difference.
 
 Model (autonomous, no input), h_ = M z + c, φ = tanh:
 
