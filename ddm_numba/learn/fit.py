@@ -118,6 +118,17 @@ def _cross(M, c, z, Y):
     return C / len(z)
 
 
+def _ridge_per_column(G, C, Gv, Cv, sv, path=tuple(10.0 ** k for k in range(-10, 0))):
+    """Ridge of every column of C on the features, each column's penalty chosen from ``path`` (in
+    units of the mean diagonal of G; the constant feature, last, is not penalized) by the held-out
+    error from the held-out Gram statistics Gv, Cv, sv = mean(y²) (training.ridge_path_error).
+    Returns (coefficients like C, penalty per column, least held-out error per column)."""
+    unit = np.r_[np.ones(len(G) - 1), 0.0] * np.trace(G) / len(G)
+    errs = np.array([ridge_path_error(ridge_solve(G, C, p * unit), Gv, Cv, sv) for p in path])
+    chosen = np.array([path[k] for k in np.argmin(errs, axis=0)])
+    return ridge_solve(G, C, chosen[:, None] * unit[None, :]), chosen, errs.min(axis=0)
+
+
 WEIGHT_CAP = 10.0   # no increment weighs more than this many times the average (see _noise_weights)
 
 
@@ -146,16 +157,11 @@ def _noise_weights(ridge, r, rv, dt):
     C = _cross(ridge.M, ridge.c, ridge._z, s)
     Cv = _cross(ridge.M, ridge.c, ridge._zv, sv)
     s2 = np.mean(sv ** 2, axis=0)
-    unit = np.r_[np.ones(N), 0.0] * np.trace(ridge.G) / len(ridge.G)   # the mean is not penalized
-    path = [10.0 ** k for k in range(-10, 0)]
-    errs = np.array([ridge_path_error(ridge_solve(ridge.G, C, p * unit), ridge.Gv, Cv, s2)
-                     for p in path])                                     # (len(path), d)
-    chosen = np.array([path[k] for k in np.argmin(errs, axis=0)])
-    eta = ridge_solve(ridge.G, C, chosen[:, None] * unit[None, :])      # (N + 1, d)
+    eta, chosen, err = _ridge_per_column(ridge.G, C, ridge.Gv, Cv, s2)   # (N + 1, d)
     mean = s.mean(axis=0)
     constant = np.mean((sv - mean) ** 2, axis=0)                         # held-out error of the mean
-    use = errs.min(axis=0) < constant
-    info = {"reg_per_output": chosen.tolist(), "held_out_error": errs.min(axis=0).tolist(),
+    use = err < constant
+    info = {"reg_per_output": chosen.tolist(), "held_out_error": err.tolist(),
             "held_out_error_constant": constant.tolist(), "weighted": use.tolist()}
     if not use.any():
         return None, None, info
@@ -182,8 +188,8 @@ def _box(z):
 
 
 def _choose_gain(scores):
-    """The gain scale, from scores [scale, drift CV error, per-fold errors, (diffusion held-out
-    error, drift signal, diffusion signal) with state noise] per candidate.
+    """The gain scale, from scores [scale, drift CV error, (diffusion held-out error, drift
+    signal, diffusion signal) with state noise] per candidate.
 
     Drift alone: the least cross-validation error. With a state-dependent diffusion, which shares
     the features, the least estimated e_f² + e_D² (the diffusion's error that of the fitted
@@ -194,10 +200,10 @@ def _choose_gain(scores):
     noise-dominated, so the drift's excesses are small, and a diffusion that cannot be made at a
     scale (polynomial-like features against sqrt(a + b z²), say) outweighs them, as it should."""
     best = min(scores, key=lambda g: g[1])
-    if len(best) < 4:
+    if len(best) < 3:
         return best[0]
-    best_D = min(g[3] for g in scores)
-    return min(scores, key=lambda g: (g[1] - best[1]) / best[4] + (g[3] - best_D) / best[5])[0]
+    best_D = min(g[2] for g in scores)
+    return min(scores, key=lambda g: (g[1] - best[1]) / best[3] + (g[2] - best_D) / best[4])[0]
 
 
 FOLDS = 5   # cross-validation folds over trials: the held-out trials are one of them
@@ -324,7 +330,8 @@ class _Ridge:
     def cross_validation_error(self, reg):
         """Per output, the fold-weighted mean of fold_errors (with one fold only, the held-out
         error of the training fit)."""
-        return self.count[:len(self.fold_errors(reg))] @ self.fold_errors(reg) / self.count.sum()
+        errs = self.fold_errors(reg)
+        return self.count[:len(errs)] @ errs / self.count.sum()
 
     def choose(self, path):
         """The penalty per output with the least cross-validation error over ``path`` (each
@@ -431,9 +438,7 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
             M, c = embedding(s)
             ridge = _Ridge(M, c, z0[sub], y[sub], fold[sub], v0[subv], yv[subv], lam, tau)
             reg_s, theta, scores = ridge.choose(path)
-            per_fold = ridge.fold_errors(reg_s).sum(axis=1)
-            score = [s, float(ridge.count[:len(per_fold)] @ per_fold / ridge.count.sum()),
-                     per_fold]
+            score = [s, float(np.sum(ridge.cross_validation_error(reg_s)))]
             if state_noise:
                 # the diffusion's features are the drift's (S(x) = S0 + R φ(x)), so the scale
                 # must suit both (_choose_gain): the smoothed diffusion's held-out error at this
@@ -454,7 +459,6 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
                           float(np.sum(D_s.var(axis=0)))]
             gain_scores.append(score)
         gain = _choose_gain(gain_scores)
-        gain_scores = [[g[0], g[1]] + g[3:] for g in gain_scores]
     M, c = embedding(gain)
     ridge = _Ridge(M, c, z0, y, fold, v0, yv, lam, tau)
     reg, theta, scores = ridge.choose(path)
@@ -680,13 +684,8 @@ def _smooth_diffusion(M, c, z, r, zv, rv, dt, G=None, Gv=None):
         Gv, _, _ = cpu.gram_statistics(np.ascontiguousarray(zv), np.zeros((len(zv), 0)),
                                        np.zeros((len(zv), 0)), MT, c)
     C, Cv = _cross(M, c, z, Dn), _cross(M, c, zv, Dv)
-    sv = np.mean(Dv ** 2, axis=0)
-    unit = np.r_[np.ones(N), 0.0] * np.trace(G) / len(G)     # the bias is not penalized
-    path = [10.0 ** k for k in range(-10, 0)]
-    errs = np.array([ridge_path_error(ridge_solve(G, C, p * unit), Gv, Cv, sv) for p in path])
-    chosen = np.array([path[k] for k in np.argmin(errs, axis=0)])       # per entry of D
-    coef = ridge_solve(G, C, chosen[:, None] * unit[None, :])            # (N + 1, d²)
-    return coef, chosen, float(np.sum(errs.min(axis=0)))
+    coef, chosen, err = _ridge_per_column(G, C, Gv, Cv, np.mean(Dv ** 2, axis=0))
+    return coef, chosen, float(np.sum(err))
 
 
 def _state_noise(net, z0, r, v0, rv, dt, progress, max_polish=30000, G=None, Gv=None,
