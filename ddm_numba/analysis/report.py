@@ -30,65 +30,24 @@ from ..errors import DDMError
 from ..network import Network, atomic_write, load_model
 from ..simulate import sample_network, sample_target, target_of
 from . import compare, connectivity, dynamics, estimators, fokker_planck, linear
-from .connectivity import LatentField, constant_diffusion
+from .connectivity import LatentField
+from .fields import Side, alignment, network_side, part_sides, positive_definite, split_W, \
+    target_side
+from .render import format_report, to_json
 
-
-# -- the two sides: target and network as the same kind of object ----------------------------
-
-class Side:
-    """Drift, Jacobian, divergence and diffusion of one latent SDE (target or network), u = 0."""
-
-    def __init__(self, label, drift, jacobian, divergence, diffusion, D_const):
-        self.label = label
-        self.drift, self.jacobian, self.divergence = drift, jacobian, divergence
-        self.diffusion = diffusion      # z (K, d) -> D (K, d, d)
-        self.D = D_const                # (d, d) when constant, else None
-
-
-def _numeric_jacobian(f, d, scale):
-    """Central differences of a vectorized drift: J[k, a, b] = ∂f_a/∂z_b (step 1e-6 · scale)."""
-    def jac(z):
-        z = np.asarray(z, dtype=float)
-        cols = []
-        for b in range(d):
-            e = np.zeros(d)
-            e[b] = 1e-6 * scale[b]
-            cols.append((f(z + e) - f(z - e)) / (2 * e[b]))
-        return np.stack(cols, axis=2)
-    return jac
-
-
-def target_side(system):
-    d = system.d
-    scale = np.maximum(np.ptp(system.domain, axis=1), 1e-3)
-
-    def drift(z):
-        return np.asarray(system.drift(np.asarray(z, dtype=float), None), dtype=float)
-
-    def diffusion(z):
-        g = np.asarray(system.diffusion(np.asarray(z, dtype=float)), dtype=float)
-        return np.einsum("kam,kbm->kab", g, g)
-
-    jac = _numeric_jacobian(drift, d, scale)
-    D = diffusion(system.domain.mean(axis=1)[None])[0] if system.constant_diffusion else None
-    return Side("target", drift, jac, lambda z: np.trace(jac(z), axis1=1, axis2=2),
-                diffusion, D)
-
-
-def network_side(net, part="W", label="network", affine=None):
-    field = LatentField(net, part, affine)
-    return Side(label, field.drift, field.jacobian, field.divergence, net.latent_diffusion,
-                constant_diffusion(net))
+# Side, target_side, network_side (now in fields) and format_report, to_json (now in render) are
+# imported here too, where they were defined before
+__all__ = ["analyze", "Side", "target_side", "network_side", "format_report", "to_json",
+           "connectivity_report", "grid_solve", "circulation", "grid_split",
+           "trajectory_estimators", "irreversibility", "fixed_point_report", "lyapunov",
+           "comparison", "parts_report", "LYAPUNOV_BUDGET", "LYAPUNOV_RTOL", "LYAPUNOV_BLOCK"]
 
 
 # -- pieces of the report ------------------------------------------------------------------
 
-def _positive_definite(D):
-    w = np.linalg.eigvalsh(0.5 * (D + D.T))
-    return bool(w.min() > 1e-12 * max(abs(w).max(), 1e-300))
-
-
 def connectivity_report(net, D):
+    """The connectivity section of the report; also returns the spectra and the decoder alignment
+    (connectivity.decoder_alignment, None where it is not defined) that its figure draws."""
     sp = connectivity.spectra(net)
     try:
         if net.mode == "lowrank":
@@ -101,14 +60,14 @@ def connectivity_report(net, D):
            "eig_latent_connectivity": sp["eig_latent"], "eig_W": sp["eig_W"],
            "singular_values": sp["singular_values"][:2 * net.d + 8],
            "latent_connectivity": sp["latent_connectivity"]}
-    if D is not None and asym["norm_W"] > 0 and _positive_definite(D):
-        al = connectivity.decoder_alignment(net, D)
+    al = alignment(net, D, asym["norm_W"])
+    if al is not None:
         out["decoder_alignment"] = {"weighted_abs_cos": al["weighted_abs_cos"],
                                     "misalignment": al["misalignment"]}
     fit = net.meta.get("fit", {})
     if "off_manifold_rel" in fit:
         out["off_manifold_rel"] = fit["off_manifold_rel"]
-    return out, sp
+    return out, sp, al
 
 
 def _grid_size(d, grid):
@@ -217,7 +176,7 @@ def irreversibility(side, system_or_none, z_stat, dt_rec, box, grid, seed, net=N
     """e_p of one side by every method that applies; returns (numbers, grid solution or None)."""
     d = z_stat.shape[2]
     out = {}
-    if side.D is not None and not _positive_definite(side.D):
+    if side.D is not None and not positive_definite(side.D):
         # degenerate noise (e.g. a Van der Pol oscillator driven on one coordinate): paths of the
         # time-reversed process are singular to the forward ones, e_p is not finite
         out["note"] = ("D is singular (noise does not reach every direction): the entropy "
@@ -326,7 +285,7 @@ def parts_report(net, trials, time, seed, burn_in, dt, budget=4e9):
     rng = np.random.default_rng(seed)
     dom = np.asarray(net.meta.get("system", {}).get("domain", [[-1, 1]] * net.d), dtype=float)
     pts = rng.uniform(dom[:, 0], dom[:, 1], size=(2048, net.d))
-    for name, Wk in (("symmetric", 0.5 * (W + W.T)), ("antisymmetric", 0.5 * (W - W.T))):
+    for name, Wk in zip(("symmetric", "antisymmetric"), split_W(W)):
         part = Network(net.tau, net.M, net.c, net.b, net.S0, net.R, net.sigma_private, W=Wk,
                        B_in=net.B_in, meta=net.meta)
         F = part.full_drift(part.embed(pts))
@@ -388,7 +347,7 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
                                "dt", system.dt if system is not None else 0.01))}}
 
     say("connectivity")
-    report["connectivity"], sp = connectivity_report(net, nets.D)
+    report["connectivity"], sp, al = connectivity_report(net, nets.D)
 
     say(f"sampling {trials} trials × {time:g} time units (network and target)")
     dt = report["settings"]["dt"]
@@ -446,9 +405,11 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
             if figures:
                 say("figures")
                 from .. import plotting
+                W = net.W
                 report["figures"] = plotting.analysis_figures(
                     stage, net, report, sp, target, nets, grids, traj_t, traj_n, part_trajs,
-                    burn_in, box, fps_t, fps_n)
+                    burn_in, box, fps_t, fps_n, alignment=al, part_sides=part_sides(net),
+                    W_parts=(W,) + split_W(W))
             text = json.dumps(to_json(report), indent=1, sort_keys=True)
             atomic_write(os.path.join(stage, "report.json"), lambda fh: fh.write(text.encode()))
             os.makedirs(out, exist_ok=True)
@@ -458,195 +419,3 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
             shutil.rmtree(stage, ignore_errors=True)
     say("done")
     return to_json(report)
-
-
-def to_json(obj):
-    """numpy → lists, complex → [re, im], non-finite floats → None; dicts and lists recursively."""
-    if isinstance(obj, dict):
-        return {str(k): to_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_json(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_json(obj.tolist())
-    if isinstance(obj, (complex, np.complexfloating)):
-        return [to_json(float(obj.real)), to_json(float(obj.imag))]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if hasattr(obj, "__dict__") and not isinstance(obj, type):
-        return to_json(vars(obj))
-    return obj
-
-
-# -- the table on stdout ----------------------------------------------------------------------
-
-def _num(v, err=None):
-    if v is None:
-        return "—"
-    if isinstance(v, list) and len(v) == 2:    # complex as [re, im]
-        return f"{v[0]:.3g}{v[1]:+.3g}i"
-    s = f"{v:.4g}"
-    return s + (f" ± {err:.2g}" if err else "")
-
-
-def format_report(rep):
-    """The report as a readable text table (what `ddm analyze` prints)."""
-    lines = []
-    m = rep["model"]
-    sysname = m.get("system", {}).get("name", "?")
-    lines.append(f"ddm analyze: target {sysname}; {m['mode']} network N={m['N']} d={m['d']} "
-                 f"tau={m['tau']:g}")
-    fit = m.get("fit", {})
-    if fit:
-        where = fit.get("held_out_on", "held-out states")
-        lines.append(f"  fit (held-out, {where}): " + ", ".join(
-            f"{k} {_num(v)}" for k, v in fit.items() if isinstance(v, (int, float))))
-    check = m.get("self_check")
-    if check:
-        lines.append(f"  self-check at fit time: {check.get('verdict')}" +
-                     (f" (worst distribution {check['tv_ratio_max']:.1f}× its sampling floor, "
-                      f"{check['trials']} trials × {check['time']:g} time units)"
-                      if check.get("tv_ratio_max") is not None else ""))
-        for problem in check.get("problems", [])[:5]:
-            lines.append(f"    - {problem}")
-    c = rep["connectivity"]
-    lines.append("\nconnectivity")
-    lines.append(f"  asymmetry ‖W_a‖/‖W‖      {_num(c['asymmetry']['a'])}"
-                 f"    symmetry index η  {_num(c['asymmetry']['eta'])}    rank {c['rank']}")
-    lines.append("  eig latent connectivity  " + ", ".join(_num(v) for v in
-                                                         c["eig_latent_connectivity"]))
-    if "decoder_alignment" in c:
-        al = c["decoder_alignment"]
-        lines.append(f"  decoder alignment        weighted |cos(a_i, D m_i)| "
-                     f"{_num(al['weighted_abs_cos'])} (1 = reversible latent dynamics)")
-    if "off_manifold_rel" in c:
-        lines.append(f"  off-manifold drift       {_num(c['off_manifold_rel'])} of the drift")
-
-    irr = rep["irreversibility"]
-    sides = list(irr)
-    st = rep["settings"]
-    lines.append("\nentropy production e_p    " + "".join(f"{s:>22s}" for s in sides))
-    lines.append(f"  (samples: {st['trials']} trials × {st['time']:g}, Euler–Maruyama dt = "
-                 f"{st['dt']:g}, burn-in {st['burn_in']:g};\n   sample-based values carry its "
-                 "O(dt) bias)")
-
-    def traj(key):
-        return lambda e: (e.get("trajectory", {}).get(key, {}).get("epr"),
-                          e.get("trajectory", {}).get(key, {}).get("stderr"))
-
-    def null(key):
-        return lambda e: (e.get("trajectory", {}).get(key, {}).get("shuffled_null"), None)
-
-    def lower(key):
-        """Marked "≥ " in the table: report.json says "bound": "lower" (a lower bound of e_p)."""
-        return any(irr[s].get("trajectory", {}).get(key, {}).get("bound") == "lower"
-                   for s in irr)
-
-    rows = [("closed form", lambda e: (e.get("closed_form", {}).get("epr"), None)),
-            ("grid (Richardson)", lambda e: (e.get("grid", {}).get("epr_richardson"), None)),
-            ("grid (finest)", lambda e: (e.get("grid", {}).get("epr"), None)),
-            ("ensemble E[2fD⁻¹f + ∇·f]", lambda e: (e.get("ensemble", {}).get("epr"),
-                                                  e.get("ensemble", {}).get("stderr")))]
-    for key, name in (("ar1", "AR(1) fit"), ("lagged_covariance", "lagged covariance"),
-                      ("gaussian_kl", "Gaussian KL rate")):
-        rows += [(("≥ " if lower(key) else "") + name, traj(key)),
-                 ("  shuffled null", null(key))]
-    for name, get in rows:
-        vals = [get(irr[s]) for s in sides]
-        if all(v[0] is None for v in vals):
-            continue
-        lines.append(f"  {name:24s}" + "".join(f"{_num(*v):>22s}" for v in vals))
-    if any(lower(key) for key in ("ar1", "lagged_covariance", "gaussian_kl")):
-        lines.append("  (≥: a lower bound of e_p — the e_p of the best linear-Gaussian fit to the "
-                     "trajectories;\n   for a nonlinear system it can be far below the grid or "
-                     "ensemble value)")
-    for s in sides:
-        if "note" in irr[s]:
-            lines.append(f"  ({irr[s]['note']})")
-            break
-    for s in sides:
-        skipped = irr[s].get("grid", {}).get("skipped")
-        if skipped:
-            lines.append(f"  ({s} grid skipped: {skipped})")
-    for s in sides:
-        warn = irr[s].get("ensemble", {}).get("warning")
-        if warn:
-            lines.append(f"  ! {s} ensemble: {warn}")
-    split_g = irr.get("network", {}).get("split_grid")
-    split = irr.get("network", {}).get("split_ensemble")
-    if split_g:
-        lines.append(f"  network e_p along W = W_s + W_a (grid): e_p,s {_num(split_g['symmetric'])}"
-                     f", e_p,a {_num(split_g['antisymmetric'])}")
-    if split:
-        lines.append("  network e_p along W = W_s + W_a (ensemble): e_p,s "
-                     f"{_num(split['symmetric']['epr'], split['symmetric']['stderr'])}, e_p,a "
-                     f"{_num(split['antisymmetric']['epr'], split['antisymmetric']['stderr'])}")
-    for s in sides:
-        rot = irr[s].get("grid", {}).get("rotation")
-        if rot:
-            lines.append(f"  {s} stationary current circulates {rot}")
-
-    fp = rep["fixed_points"]
-    lines.append("\nfixed points of the latent flow (u = 0)")
-    for side in ("target", "network"):
-        for p in fp.get(side, []):
-            ev = p["eigenvalues"]
-            lines.append(f"  {side:8s} z = [{', '.join(f'{v:.3f}' for v in p['z'])}]  "
-                         f"{p['kind']:14s} λ: {', '.join(_num(v) for v in ev)}")
-    pairing = fp.get("pairing")
-    if pairing:
-        for pair in pairing["pairs"]:
-            lines.append(f"  paired {pair['reference_kind']:8s} distance {_num(pair['distance'])}"
-                         f", largest |Δλ| {_num(pair['max_eigenvalue_diff'])}, kinds agree: "
-                         f"{pair['kind_agrees']}")
-        for side, key in (("target", "unmatched_reference"), ("network", "unmatched_other")):
-            if pairing[key]:
-                lines.append(f"  {side} fixed points without a partner: {pairing[key]}")
-    if "lyapunov" in rep:
-        ly = rep["lyapunov"]
-        lines.append("\nlargest Lyapunov exponent (deterministic latent flow)")
-        for k, v in ly.items():
-            mean, se = v.get("mean"), v.get("stderr")
-            rel = f" ({se / abs(mean):.1%})" if mean and se is not None else ""
-            if v.get("reached") is None:
-                status = ""
-            elif v["reached"]:
-                status = f"; target {v['rtol']:.0%} reached"
-            else:
-                status = (f"; target {v['rtol']:.0%} NOT reached within the budget of "
-                          f"{v['budget']:g} (raise --lyapunov-time)")
-            lines.append(f"  {k:8s} {_num(mean, se)}{rel} after {v.get('time', 0):g} time units"
-                         f"{status}")
-
-    comp = rep.get("comparison")
-    if comp:
-        lines.append("\nnetwork vs target")
-        lines.append(f"  drift error on the domain      {_num(comp['e_f_domain'])}")
-        lines.append(f"  diffusion error on the domain  {_num(comp['e_D_domain'])}")
-        dist = comp["distances"]
-        lines.append(f"  sliced W1 {_num(dist['sliced_w1'])} (sampling floor "
-                     f"{_num(dist.get('sliced_w1_floor'))}); energy distance "
-                     f"{_num(dist['energy'])} (floor {_num(dist.get('energy_floor'))})")
-        mo = comp["moments"]
-        lines.append("  std per coordinate  target [" + ", ".join(
-            f"{v:.3f}" for v in mo["target"]["std"]) + "]  network [" + ", ".join(
-            f"{v:.3f}" for v in mo["network"]["std"]) + "]")
-        if "wells" in comp:
-            w = comp["wells"]
-            lines.append(f"  hops between {len(w['centres'])} wells per unit time: target "
-                         f"{_num(w['target']['hops_per_time'])}, network "
-                         f"{_num(w['network']['hops_per_time'])}")
-    parts = rep.get("parts")
-    if parts:
-        lines.append(f"\nparts simulated alone ({parts['trials']} trials × {parts['time']:g})")
-        for name in ("symmetric", "antisymmetric"):
-            info = parts.get(name, {})
-            std = info.get("moments", {}).get("std")
-            lines.append(f"  {name:14s} off-manifold drift {_num(info.get('off_manifold_rel'))}"
-                         + (", latent std [" + ", ".join(f"{v:.3f}" for v in std) + "]"
-                            if std else "") + (f"  ({info['error']})" if "error" in info else ""))
-    lines.append(f"\n{rep.get('seconds', 0):.1f}s")
-    return "\n".join(lines)
