@@ -25,7 +25,7 @@ import time as _time
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..errors import DDMError
 from ..network import Network, atomic_write, load_model
 from ..simulate import sample_network, sample_target, target_of
