@@ -1,7 +1,7 @@
 """The latent-SDE view of a target and of a network: the two "sides" and the fields of W, W_s, W_a.
 
-A side is one latent SDE dz = f(z) dt + g(z) dW (u = 0) as the analysis sees it: its drift, Jacobian,
-divergence and diffusion D = g gᵀ, with D as a matrix when it is constant. The target's side comes
+A side is one latent SDE dz = f(z) dt + g(z) dW (u = 0) as the analysis sees it: its drift,
+Jacobian, divergence and diffusion D = g gᵀ, with D as a matrix when it is constant. The target's side comes
 from its System (Jacobian by central differences), the network's from LatentField on the manifold
 x = M z + c, for W or for one of its parts W_s = (W + Wᵀ)/2, W_a = (W − Wᵀ)/2.
 
@@ -76,7 +76,7 @@ def positive_definite(D):
     return bool(w.min() > 1e-12 * max(abs(w).max(), 1e-300))
 
 
-def alignment(net, D, norm_W):
+def decoder_alignment_or_none(net, D, norm_W):
     """connectivity.decoder_alignment(net, D) where it is defined (a constant, positive definite
     D and W ≠ 0), else None."""
     if D is not None and norm_W > 0 and positive_definite(D):

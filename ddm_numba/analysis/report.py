@@ -31,8 +31,8 @@ from ..network import Network, atomic_write, load_model
 from ..simulate import sample_network, sample_target, target_of
 from . import compare, connectivity, dynamics, estimators, fokker_planck, linear
 from .connectivity import LatentField
-from .fields import Side, alignment, network_side, part_sides, positive_definite, split_W, \
-    target_side
+from .fields import (Side, decoder_alignment_or_none, network_side, part_sides,
+                     positive_definite, split_W, target_side)
 from .render import format_report, to_json
 
 # Side, target_side, network_side (now in fields) and format_report, to_json (now in render) are
@@ -48,26 +48,27 @@ __all__ = ["analyze", "Side", "target_side", "network_side", "format_report", "t
 def connectivity_report(net, D):
     """The connectivity section of the report; also returns the spectra and the decoder alignment
     (connectivity.decoder_alignment, None where it is not defined) that its figure draws."""
-    sp = connectivity.spectra(net)
+    spectra = connectivity.spectra(net)
     try:
         if net.mode == "lowrank":
-            asym = connectivity.asymmetry_lowrank(net.M, net.A)
+            asymmetry = connectivity.asymmetry_lowrank(net.M, net.A)
         else:
-            asym = linear.asymmetry(net.W)
+            asymmetry = linear.asymmetry(net.W)
     except DDMError:    # W = 0 (e.g. a linear target needs no recurrence): nothing to split
-        asym = {"a": None, "eta": None, "norm_W": 0.0, "note": "W = 0"}
-    out = {"mode": net.mode, "N": net.N, "d": net.d, "asymmetry": asym, "rank": sp["rank"],
-           "eig_latent_connectivity": sp["eig_latent"], "eig_W": sp["eig_W"],
-           "singular_values": sp["singular_values"][:2 * net.d + 8],
-           "latent_connectivity": sp["latent_connectivity"]}
-    al = alignment(net, D, asym["norm_W"])
-    if al is not None:
-        out["decoder_alignment"] = {"weighted_abs_cos": al["weighted_abs_cos"],
-                                    "misalignment": al["misalignment"]}
+        asymmetry = {"a": None, "eta": None, "norm_W": 0.0, "note": "W = 0"}
+    out = {"mode": net.mode, "N": net.N, "d": net.d, "asymmetry": asymmetry,
+           "rank": spectra["rank"], "eig_latent_connectivity": spectra["eig_latent"],
+           "eig_W": spectra["eig_W"],
+           "singular_values": spectra["singular_values"][:2 * net.d + 8],
+           "latent_connectivity": spectra["latent_connectivity"]}
+    alignment = decoder_alignment_or_none(net, D, asymmetry["norm_W"])
+    if alignment is not None:
+        out["decoder_alignment"] = {"weighted_abs_cos": alignment["weighted_abs_cos"],
+                                    "misalignment": alignment["misalignment"]}
     fit = net.meta.get("fit", {})
     if "off_manifold_rel" in fit:
         out["off_manifold_rel"] = fit["off_manifold_rel"]
-    return out, sp, al
+    return out, spectra, alignment
 
 
 def _grid_size(d, grid):
@@ -93,14 +94,14 @@ def grid_solve(side, box, n):
         if side.D is not None:
             raise
         return None, {"skipped": f"grid solver: {exc}"}
-    rich = fine.epr + (fine.epr - coarse.epr) / 3
-    info = {"epr": fine.epr, "epr_coarse": coarse.epr, "epr_richardson": rich,
+    richardson = fine.epr + (fine.epr - coarse.epr) / 3
+    info = {"epr": fine.epr, "epr_coarse": coarse.epr, "epr_richardson": richardson,
             "n": [n // 2, n], "boundary_mass": fine.boundary_mass,
             "residual": fine.residual, "warnings": list(fine.warnings),
             "diffusion": "constant" if side.D is not None else "state-dependent"}
     if box.shape[0] == 2:
         info["circulation"] = circulation(fine)
-        if abs(rich) < 1e-6:     # reversible to the grid's accuracy: the sign means nothing
+        if abs(richardson) < 1e-6:     # reversible to the grid's accuracy: the sign means nothing
             info["rotation"] = "nowhere (e_p ≈ 0)"
         else:
             info["rotation"] = ("counter-clockwise" if info["circulation"] > 0 else "clockwise")
@@ -147,7 +148,7 @@ def trajectory_estimators(z, dt, seed, batches=8):
     description of the data, not the system's e_p; each entry carries "bound": "lower".
     """
     out = {}
-    nb = min(batches, z.shape[0] // 2)
+    n_batches = min(batches, z.shape[0] // 2)
     for name, fn, kw in (("ar1", estimators.ar1_epr, {}),
                          ("lagged_covariance", estimators.lagged_covariance_epr, {"lag": 1}),
                          ("gaussian_kl", estimators.gaussian_kl_rate, {"lag": 1})):
@@ -158,10 +159,10 @@ def trajectory_estimators(z, dt, seed, batches=8):
         except DDMError as exc:
             out[name] = {"error": str(exc), **bound}
             continue
-        if nb >= 2:
+        if n_batches >= 2:
             try:
-                vals = [_headline(fn(part, dt, **kw)) for part in np.array_split(z, nb)]
-                out[name]["stderr"] = float(np.std(vals, ddof=1) / np.sqrt(nb))
+                vals = [_headline(fn(part, dt, **kw)) for part in np.array_split(z, n_batches)]
+                out[name]["stderr"] = float(np.std(vals, ddof=1) / np.sqrt(n_batches))
             except DDMError:
                 pass
         try:
@@ -283,8 +284,8 @@ def parts_report(net, trials, time, seed, burn_in, dt, budget=4e9):
     W = net.W
     out, trajs = {"trials": trials, "time": t_part}, {}
     rng = np.random.default_rng(seed)
-    dom = np.asarray(net.meta.get("system", {}).get("domain", [[-1, 1]] * net.d), dtype=float)
-    pts = rng.uniform(dom[:, 0], dom[:, 1], size=(2048, net.d))
+    domain = np.asarray(net.meta.get("system", {}).get("domain", [[-1, 1]] * net.d), dtype=float)
+    pts = rng.uniform(domain[:, 0], domain[:, 1], size=(2048, net.d))
     for name, Wk in zip(("symmetric", "antisymmetric"), split_W(W)):
         part = Network(net.tau, net.M, net.c, net.b, net.S0, net.R, net.sigma_private, W=Wk,
                        B_in=net.B_in, meta=net.meta)
@@ -337,7 +338,7 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
     time = float(time if time else (system.duration if system is not None else 100.0))
     burn_in = 0.2 * time
     target = target_side(system) if system is not None else None
-    nets = network_side(net)
+    net_side = network_side(net)
     report = {"format": "ddm_numba.report/1", "version": __version__,
               "model": {"mode": net.mode, "N": net.N, "d": d, "tau": net.tau,
                         "system": net.meta.get("system", {}), "fit": net.meta.get("fit", {}),
@@ -347,7 +348,7 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
                                "dt", system.dt if system is not None else 0.01))}}
 
     say("connectivity")
-    report["connectivity"], sp, al = connectivity_report(net, nets.D)
+    report["connectivity"], spectra, alignment = connectivity_report(net, net_side.D)
 
     say(f"sampling {trials} trials × {time:g} time units (network and target)")
     dt = report["settings"]["dt"]
@@ -357,7 +358,8 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
 
     say("irreversibility")
     irr, grids = {}, {}
-    for side, traj, sysobj, netobj in ((target, traj_t, system, None), (nets, traj_n, None, net)):
+    for side, traj, sysobj, netobj in ((target, traj_t, system, None),
+                                       (net_side, traj_n, None, net)):
         if side is None:
             continue
         z_stat = traj.stationary_trials(burn_in)
@@ -366,7 +368,7 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
     report["irreversibility"] = irr
 
     say("fixed points")
-    report["fixed_points"], fps_t, fps_n = fixed_point_report(target, nets, box)
+    report["fixed_points"], fps_t, fps_n = fixed_point_report(target, net_side, box)
 
     if d >= 3:
         # RK4 at 5 Euler steps (0.01 for lorenz: < 0.1% bias); up to 64 independent starts (last
@@ -384,12 +386,12 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
         report["settings"]["lyapunov"] = {"budget": budget, "rtol": rtol, "dt": dt_rk4,
                                           "starts": int(z0.shape[0])}
         report["lyapunov"] = {side.label: lyapunov(side, z0, dt_rk4, budget, 10.0, seed, rtol)
-                              for side in (target, nets) if side is not None}
+                              for side in (target, net_side) if side is not None}
 
     if system is not None:
         say("comparison network vs target")
         stable = [p.z for p in fps_t if p.kind.startswith("stable")]
-        report["comparison"] = comparison(system, target, nets, traj_t, traj_n, burn_in, seed,
+        report["comparison"] = comparison(system, target, net_side, traj_t, traj_n, burn_in, seed,
                                           stable)
 
     say("symmetric-only and antisymmetric-only networks")
@@ -407,9 +409,9 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
                 from .. import plotting
                 W = net.W
                 report["figures"] = plotting.analysis_figures(
-                    stage, net, report, sp, target, nets, grids, traj_t, traj_n, part_trajs,
-                    burn_in, box, fps_t, fps_n, alignment=al, part_sides=part_sides(net),
-                    W_parts=(W,) + split_W(W))
+                    stage, net, report, spectra, target, net_side, grids, traj_t, traj_n,
+                    part_trajs, burn_in, box, fps_t, fps_n, alignment=alignment,
+                    part_sides=part_sides(net), W_parts=(W,) + split_W(W))
             text = json.dumps(to_json(report), indent=1, sort_keys=True)
             atomic_write(os.path.join(stage, "report.json"), lambda fh: fh.write(text.encode()))
             os.makedirs(out, exist_ok=True)
