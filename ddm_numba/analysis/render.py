@@ -25,7 +25,6 @@ def to_json(obj):
     return obj
 
 
-
 # -- the table on stdout ----------------------------------------------------------------------
 
 def _num(v, err=None):
