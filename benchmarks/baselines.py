@@ -7,7 +7,7 @@ what ddm_numba computes, so the benchmarks can check the numbers agree before ti
   * full-mode drift loss + gradient     (ddm_numba: matching.FullGram.loss_grad, fixed embedding)
   * Euler–Maruyama sampling of the net  (ddm_numba: simulate.sample_network / cpu.simulate_network)
 
-Conventions. float64 everywhere (JAX's x64 mode is switched on when this module is imported).
+Conventions. float64 everywhere (JAX's x64 mode is switched on when a JAX baseline first runs).
 Loss functions take the framework's own arrays for data and parameters — made once, outside the
 timed call, with ``as_torch`` / ``as_jax`` (a user of that framework keeps them so) — and return
 ``(loss as float, {name: gradient as numpy array})`` with ddm_numba's packer names and shapes:
@@ -15,22 +15,31 @@ timed call, with ``as_torch`` / ``as_jax`` (a user of that framework keeps them 
 Samplers take a dict of network arrays (``network_arrays``), x0 (trials, N) and the step count,
 and return the recorded latent paths z (trials, T, d) as numpy, T = n_steps // every + 1.
 
-Importing this module changes no thread count; the scripts call ``limit_threads`` first.
+Importing this module imports no framework and changes no thread count: PyTorch, JAX and
+torchsde are imported by the functions that use them (a script can show its --help, or run its
+numpy baselines, without them); the scripts call ``limit_threads`` first. The timing helpers
+are in _harness.py.
 """
-import datetime
+import functools
+import importlib
 import os
-import platform
-import statistics
-import time
 
 import numpy as np
 
-import jax
-import jax.numpy as jnp
-import torch
-import torchsde
+import _harness
 
-jax.config.update("jax_enable_x64", True)
+
+def _torch():
+    import torch
+    return torch
+
+
+def _jax():
+    """jax and jax.numpy, with float64 arrays (x64 mode, switched on before any JAX array)."""
+    import jax
+    import jax.numpy as jnp
+    jax.config.update("jax_enable_x64", True)
+    return jax, jnp
 
 
 # -- conversions ------------------------------------------------------------------------------
@@ -41,6 +50,7 @@ def as_torch(arrays, requires_grad=()):
     Names in ``requires_grad`` become leaf tensors that record gradients (the parameters).
     Scalars (floats) pass through unchanged.
     """
+    torch = _torch()
     out = {}
     for name, value in arrays.items():
         if isinstance(value, np.ndarray):
@@ -55,6 +65,7 @@ def as_torch(arrays, requires_grad=()):
 
 def as_jax(arrays):
     """Dict of numpy arrays -> dict of float64 JAX arrays (copied to the device once)."""
+    _, jnp = _jax()
     return {name: jnp.asarray(value, dtype=jnp.float64) if isinstance(value, np.ndarray)
             else value for name, value in arrays.items()}
 
@@ -118,17 +129,21 @@ def lowrank_torch(data, prm, reg_A):
     """
     for p in prm.values():
         p.grad = None
-    loss = _lowrank_loss(torch, data["z"], data["f"], data["lam"], data["tau"],
+    loss = _lowrank_loss(_torch(), data["z"], data["f"], data["lam"], data["tau"],
                          prm["A"], prm["b_z"], prm["M"], prm["c"], reg_A)
     loss.backward()
     return loss.item(), {name: prm[name].grad.numpy() for name in ("A", "b_z", "M", "c")}
 
 
 def _lowrank_loss_jax(prm, z, f, lam, tau, reg_A):
+    _, jnp = _jax()
     return _lowrank_loss(jnp, z, f, lam, tau, prm["A"], prm["b_z"], prm["M"], prm["c"], reg_A)
 
 
-_lowrank_value_and_grad_jax = jax.jit(jax.value_and_grad(_lowrank_loss_jax))
+@functools.cache
+def _lowrank_value_and_grad_jax():
+    jax, _ = _jax()
+    return jax.jit(jax.value_and_grad(_lowrank_loss_jax))
 
 
 def lowrank_jax(data, prm, reg_A):
@@ -136,7 +151,7 @@ def lowrank_jax(data, prm, reg_A):
 
     data, prm: as_jax(...). The first call for a shape traces and compiles (XLA).
     """
-    loss, grads = _lowrank_value_and_grad_jax(prm, data["z"], data["f"], data["lam"],
+    loss, grads = _lowrank_value_and_grad_jax()(prm, data["z"], data["f"], data["lam"],
                                               data["tau"], reg_A)
     loss = loss.block_until_ready()
     return float(loss), {name: np.asarray(g.block_until_ready()) for name, g in grads.items()}
@@ -202,23 +217,27 @@ def full_torch(data, prm, reg_W):
     for p in prm.values():
         p.grad = None
     d = data
-    loss = _full_loss(torch, d["H"], d["Phi"], d["f"], d["lam"], d["P"], d["Q"], d["tau"],
+    loss = _full_loss(_torch(), d["H"], d["Phi"], d["f"], d["lam"], d["P"], d["Q"], d["tau"],
                       d["lam_perp"], prm["W"], prm["b"], reg_W)
     loss.backward()
     return loss.item(), {"W": prm["W"].grad.numpy(), "b": prm["b"].grad.numpy()}
 
 
 def _full_loss_jax(prm, H, Phi, f, lam, P, Q, tau, lam_perp, reg_W):
+    _, jnp = _jax()
     return _full_loss(jnp, H, Phi, f, lam, P, Q, tau, lam_perp, prm["W"], prm["b"], reg_W)
 
 
-_full_value_and_grad_jax = jax.jit(jax.value_and_grad(_full_loss_jax))
+@functools.cache
+def _full_value_and_grad_jax():
+    jax, _ = _jax()
+    return jax.jit(jax.value_and_grad(_full_loss_jax))
 
 
 def full_jax(data, prm, reg_W):
     """Full-mode loss and gradient with ``jax.jit(jax.value_and_grad(loss))``."""
     d = data
-    loss, grads = _full_value_and_grad_jax(prm, d["H"], d["Phi"], d["f"], d["lam"], d["P"],
+    loss, grads = _full_value_and_grad_jax()(prm, d["H"], d["Phi"], d["f"], d["lam"], d["P"],
                                            d["Q"], d["tau"], d["lam_perp"], reg_W)
     loss = loss.block_until_ready()
     return float(loss), {name: np.asarray(g.block_until_ready()) for name, g in grads.items()}
@@ -267,6 +286,7 @@ def em_numpy(net, x0, n_steps, dt, every, seed):
 
 def em_torch(net, x0, n_steps, dt, every, seed):
     """Euler–Maruyama in PyTorch (float64, no autograd), the same recursion as em_numpy."""
+    torch = _torch()
     t = as_torch({k: v for k, v in net.items() if k != "tau"})
     M, c, b, S0, P, tau = t["M"], t["c"], t["b"], t["S0"], t["P"], net["tau"]
     gen = torch.Generator().manual_seed(int(seed))
@@ -290,33 +310,51 @@ def em_torch(net, x0, n_steps, dt, every, seed):
     return z.numpy()
 
 
-class NetworkSDE(torch.nn.Module):
-    """The network as a torchsde SDE:  dx = f(x) dt + G dB,  f = (−x + W φ(x) + b)/τ,  G = M S0.
+TORCHSDE_NOISE_TYPE = "additive"     # NetworkSDE.noise_type, known without importing torch
 
-    noise_type "additive": G does not depend on x (nor t), which is what "additive" declares;
-    torchsde's Euler step is then x + f dt + G ΔB with ΔB ~ N(0, dt I_m) (the "general" type
-    gives the same Euler step, and both accept a non-square (N, m) G; "diagonal" and "scalar"
-    do not describe M S0). g returns G broadcast over the batch, (trials, N, m), as torchsde wants.
-    """
 
-    noise_type = "additive"
-    sde_type = "ito"
+@functools.cache
+def _network_sde_class():
+    """NetworkSDE, made at its first use (it subclasses torch.nn.Module)."""
+    torch = _torch()
 
-    def __init__(self, net):
-        super().__init__()
-        t = as_torch({k: v for k, v in net.items() if k != "tau"})
-        self.tau = net["tau"]
-        self.M, self.b = t["M"], t["b"]
-        self.A, self.W = t.get("A"), t.get("W")
-        self.G = t["M"] @ t["S0"]                      # (N, m)
+    class NetworkSDE(torch.nn.Module):
+        """The network as a torchsde SDE:  dx = f(x) dt + G dB,  f = (−x + W φ(x) + b)/τ,
+        G = M S0.
 
-    def f(self, t, x):
-        ph = torch.tanh(x)
-        drive = (ph @ self.A.T) @ self.M.T if self.A is not None else ph @ self.W.T
-        return (drive + self.b - x) / self.tau
+        noise_type "additive": G does not depend on x (nor t), which is what "additive" declares;
+        torchsde's Euler step is then x + f dt + G ΔB with ΔB ~ N(0, dt I_m) (the "general" type
+        gives the same Euler step, and both accept a non-square (N, m) G; "diagonal" and "scalar"
+        do not describe M S0). g returns G broadcast over the batch, (trials, N, m), as torchsde wants.
+        """
 
-    def g(self, t, x):
-        return self.G.expand(x.shape[0], *self.G.shape)
+        noise_type = TORCHSDE_NOISE_TYPE
+        sde_type = "ito"
+
+        def __init__(self, net):
+            super().__init__()
+            t = as_torch({k: v for k, v in net.items() if k != "tau"})
+            self.tau = net["tau"]
+            self.M, self.b = t["M"], t["b"]
+            self.A, self.W = t.get("A"), t.get("W")
+            self.G = t["M"] @ t["S0"]                      # (N, m)
+
+        def f(self, t, x):
+            ph = torch.tanh(x)
+            drive = (ph @ self.A.T) @ self.M.T if self.A is not None else ph @ self.W.T
+            return (drive + self.b - x) / self.tau
+
+        def g(self, t, x):
+            return self.G.expand(x.shape[0], *self.G.shape)
+
+    return NetworkSDE
+
+
+def __getattr__(name):
+    """``baselines.NetworkSDE`` as before, defined when first asked for (it needs torch)."""
+    if name == "NetworkSDE":
+        return _network_sde_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def em_torchsde(net, x0, n_steps, dt, every, seed):
@@ -326,7 +364,9 @@ def em_torchsde(net, x0, n_steps, dt, every, seed):
     and z = P (x − c) is taken from those. The Brownian motion is torchsde's default kind
     (BrownianInterval over [0, n_steps·dt]), seeded through its ``entropy``.
     """
-    sde = NetworkSDE(net)
+    torch = _torch()
+    import torchsde
+    sde = _network_sde_class()(net)
     T = n_steps // every + 1
     ts = torch.arange(T, dtype=torch.float64) * (every * dt)
     x = torch.from_numpy(np.array(x0, dtype=float))
@@ -341,6 +381,7 @@ def em_torchsde(net, x0, n_steps, dt, every, seed):
 
 def _em_jax_block(x, keys, prm, dt, full):
     """``every`` Euler steps (lax.scan over the per-step keys), then nothing recorded here."""
+    jax, jnp = _jax()
     M, b, S0, tau = prm["M"], prm["b"], prm["S0"], prm["tau"]
     h, sqdt = dt / tau, jnp.sqrt(dt)
 
@@ -360,6 +401,7 @@ def _em_jax_block(x, keys, prm, dt, full):
 
 def _em_jax_impl(prm, x0, key, dt, n_steps, every, full):
     """Outer lax.scan over records (z = P (x − c), then ``every`` steps), inner over steps."""
+    jax, jnp = _jax()
     n_rec = n_steps // every
     keys = jax.random.split(key, n_steps).reshape((n_rec, every) + key.shape)
 
@@ -372,7 +414,10 @@ def _em_jax_impl(prm, x0, key, dt, n_steps, every, full):
     return jnp.concatenate([zs, z_last[None]], axis=0).transpose(1, 0, 2)
 
 
-_em_jax_jit = jax.jit(_em_jax_impl, static_argnames=("n_steps", "every", "full"))
+@functools.cache
+def _em_jax_jit():
+    jax, _ = _jax()
+    return jax.jit(_em_jax_impl, static_argnames=("n_steps", "every", "full"))
 
 
 def em_jax(net, x0, n_steps, dt, every, seed):
@@ -383,97 +428,60 @@ def em_jax(net, x0, n_steps, dt, every, seed):
     """
     if n_steps % every:
         raise ValueError("em_jax needs n_steps to be a multiple of every")
+    jax, jnp = _jax()
     prm = as_jax({k: v for k, v in net.items()})
-    z = _em_jax_jit(prm, jnp.asarray(x0, dtype=jnp.float64), jax.random.key(int(seed)),
+    z = _em_jax_jit()(prm, jnp.asarray(x0, dtype=jnp.float64), jax.random.key(int(seed)),
                     float(dt), n_steps=int(n_steps), every=int(every), full="W" in net)
     return np.asarray(z.block_until_ready())
 
 
 # -- shared by bench_training.py and bench_sampling.py ----------------------------------------
+# (the framework-free helpers are in _harness.py)
+
+FRAMEWORK_MODULES = ("torch", "jax", "torchsde")
+
+
+def frameworks():
+    """{name: module} of PyTorch, JAX and torchsde, those installed, imported now (JAX with x64)."""
+    out = {}
+    for name in FRAMEWORK_MODULES:
+        try:
+            out[name] = importlib.import_module(name)
+        except ImportError:
+            continue
+    if "jax" in out:
+        _jax()
+    return out
+
 
 def limit_threads(threads):
     """Use at most ``threads`` threads in numba, torch and BLAS (and JAX when threads = 1).
 
-    Call before the first JAX computation: XLA reads XLA_FLAGS when its CPU backend starts
-    (importing jax does not start it). XLA has no flag for "n threads" other than 1, so with
-    threads > 1 JAX uses its default (one per core). The limits hold for the rest of the process.
+    Imports the installed frameworks first, so that the BLAS/OpenMP libraries they bring are
+    limited too. Call before the first JAX computation: XLA reads XLA_FLAGS when its CPU backend
+    starts (importing jax does not start it). XLA has no flag for "n threads" other than 1, so
+    with threads > 1 JAX uses its default (one per core). The limits hold for the rest of the
+    process (_harness.limit_threads).
     """
-    import numba
-    import threadpoolctl
-    threads = int(threads)
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
-    if threads == 1:
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen"
-                                   "=false intra_op_parallelism_threads=1").strip()
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    torch.set_num_threads(threads)
-    threadpoolctl.threadpool_limits(limits=threads, user_api="blas")  # no restore: process-wide
-
-
-def first_call(fn):
-    """(result, seconds) of one call: the warm-up (numba/XLA compilation, caches, allocator).
-
-    Reported on its own, never mixed into the medians; its result feeds the correctness checks.
-    """
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
-
-
-def median_time(fn, repeats):
-    """(median seconds, all seconds) of ``repeats`` calls after the warm-up (time.perf_counter)."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return (statistics.median(times) if times else float("nan")), times
-
-
-def settle():
-    """Let idle BLAS/OpenMP worker threads of the previous framework stop spin-waiting (they
-    spin for up to ~0.1 s after a call and would steal cores from the next one being timed)."""
-    time.sleep(0.25)
-
-
-def relative_difference(value, reference):
-    """‖value − reference‖ / ‖reference‖ (Frobenius; absolute when the reference is zero)."""
-    value, reference = np.asarray(value, dtype=float), np.asarray(reference, dtype=float)
-    den = float(np.linalg.norm(reference))
-    num = float(np.linalg.norm(value - reference))
-    return num / den if den > 0 else num
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    loaded = frameworks()
+    threads = _harness.limit_threads(threads)
+    if "torch" in loaded:
+        loaded["torch"].set_num_threads(threads)
 
 
 def machine_info(threads):
     """Platform, CPU, library versions and the thread counts in force (for the --json file)."""
     import numba
-    import threadpoolctl
+    loaded = frameworks()
+    torch = loaded.get("torch")
     return {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
+        **_harness.machine_basics(),
         "versions": {"numpy": np.__version__, "numba": numba.__version__,
-                     "torch": torch.__version__, "jax": jax.__version__,
-                     "torchsde": getattr(torchsde, "__version__", "unknown")},
+                     **{name: getattr(loaded[name], "__version__", "unknown")
+                        if name in loaded else "not installed" for name in FRAMEWORK_MODULES}},
         "threads": {"requested": threads, "numba": numba.get_num_threads(),
-                    "torch": torch.get_num_threads(),
-                    "blas/openmp": [{"lib": i["prefix"], "api": i["internal_api"],
-                                     "threads": i["num_threads"]}
-                                    for i in threadpoolctl.threadpool_info()],
+                    "torch": torch.get_num_threads() if torch is not None else None,
+                    "blas/openmp": _harness.blas_threads(),
                     "jax": "XLA default (all cores)" if threads > 1 else "1 (XLA_FLAGS)",
                     "XLA_FLAGS": os.environ.get("XLA_FLAGS", "")},
     }

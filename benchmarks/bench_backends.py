@@ -15,9 +15,7 @@ a usable GPU only the CPU side runs.
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -25,6 +23,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from ddm_numba import Network, sample_network  # noqa: E402
 from ddm_numba.backends import cpu, cuda_status, simulator_enabled  # noqa: E402
+from _harness import warm_median  # noqa: E402  (benchmarks/ is on sys.path)
 
 
 def random_network(N, d, full, seed=0):
@@ -39,16 +38,6 @@ def random_network(N, d, full, seed=0):
                    **kw)
 
 
-def timed(fn, repeat):
-    fn()  # warm-up: compilation, device initialisation
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def bench_sampling(N, full, trials, steps, device, repeat):
     net = random_network(N, 3, full)
     dt = 0.01
@@ -56,7 +45,7 @@ def bench_sampling(N, full, trials, steps, device, repeat):
     def run():
         sample_network(net, trials=trials, time=steps * dt, dt=dt, record_every=steps,
                        seed=1, device=device)
-    seconds = timed(run, repeat)
+    seconds = warm_median(run, repeat)
     return trials * steps * N / seconds, seconds
 
 
@@ -73,7 +62,7 @@ def loss_inputs(N, K, d=3, seed=0):
 def bench_loss(N, K, backend, repeat):
     args = loss_inputs(N, K)
     order = ("z", "u", "f", "lam", "WT", "b", "BinT", "MT", "c", "P", "Q", "lam_perp", "tau")
-    return timed(lambda: backend.full_drift_loss_grad(*[args[k] for k in order]), repeat)
+    return warm_median(lambda: backend.full_drift_loss_grad(*[args[k] for k in order]), repeat)
 
 
 def main():

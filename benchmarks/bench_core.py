@@ -6,7 +6,6 @@ Loss+gradient (low-rank, d = 3, K = 16384) and sampling (neuron-steps per second
 network sizes. Medians of --repeats runs after one warm-up call (compilation excluded).
 """
 import argparse
-import time
 
 import numpy as np
 
@@ -14,15 +13,7 @@ from ddm_numba.matching import DriftData, lowrank_loss_grad, lowrank_packer
 from ddm_numba.network import Network
 from ddm_numba.simulate import sample_network
 
-
-def median_time(fn, repeats):
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+from _harness import warm_median  # benchmarks/ is on sys.path when run as a script
 
 
 def numpy_lowrank(z, f, lam, A, bz, M, c, tau):
@@ -55,8 +46,8 @@ def main():
         data = DriftData(z, np.zeros((K, 0)), f, lam, tau)
         packer = lowrank_packer(N, d, 0)
         x = packer.pack({"A": A, "b_z": bz, "M": M, "c": c})
-        ours = median_time(lambda: lowrank_loss_grad(x, packer, data, 0.0), args.repeats)
-        ref = median_time(lambda: numpy_lowrank(z, f, lam, A, bz, M, c, tau), args.repeats)
+        ours = warm_median(lambda: lowrank_loss_grad(x, packer, data, 0.0), args.repeats)
+        ref = warm_median(lambda: numpy_lowrank(z, f, lam, A, bz, M, c, tau), args.repeats)
         l1 = lowrank_loss_grad(x, packer, data, 0.0)[0]
         l2 = numpy_lowrank(z, f, lam, A, bz, M, c, tau)[0]
         assert abs(l1 - l2) < 1e-9 * abs(l2)
@@ -70,7 +61,7 @@ def main():
         net = Network(tau, M, c, c, 0.3 * np.eye(d), np.zeros((d, d, N)), A=A,
                       meta={"system": {"dt": 0.01, "domain": [[-1, 1]] * d}})
         trials, steps = 64, 2000
-        ours = median_time(lambda: sample_network(net, trials=trials, time=steps * 0.01,
+        ours = warm_median(lambda: sample_network(net, trials=trials, time=steps * 0.01,
                                                   seed=0, record_every=10), args.repeats)
 
         def numpy_em():
@@ -81,7 +72,7 @@ def main():
                 x = x + 0.01 * (-x + (np.tanh(x) @ A.T) @ W_low.T + net.b) \
                     + 0.1 * (g.standard_normal((trials, d)) @ S.T) @ W_low.T
             return x
-        ref = median_time(numpy_em, max(1, args.repeats // 2))
+        ref = warm_median(numpy_em, max(1, args.repeats // 2))
         work = trials * steps * N
         print(f"{N:6d} {work / ours:12.3g} {work / ref:12.3g} {ref / ours:8.1f}x")
 

@@ -36,7 +36,6 @@ Prints a markdown table (e_f, e_D, fit seconds per method and case); --json keep
 import argparse
 import datetime
 import json
-import platform
 import sys
 import time
 
@@ -47,6 +46,8 @@ from scipy.interpolate import RegularGridInterpolator
 
 from ddm_numba import System, Trajectories, fit_data, sample_target
 from ddm_numba.matching import relative_error
+
+from _harness import cpu_model  # benchmarks/ is on sys.path when run as a script
 
 
 class NoneqDoubleWell(System):
@@ -320,10 +321,8 @@ def main(argv=None):
             print(f"| {label[case]} | {shown} | {r['e_f']:.3f} | {r['e_D']:.3f} | "
                   f"{r['seconds']:.1f} s |")
     if args.json:
-        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                    if line.startswith("model name")), platform.processor())
         with open(args.json, "w") as fh:
-            json.dump({"date": datetime.date.today().isoformat(), "cpu": cpu,
+            json.dump({"date": datetime.date.today().isoformat(), "cpu": cpu_model(),
                        "argv": sys.argv, "results": results}, fh, indent=1, default=str)
 
 

@@ -48,6 +48,8 @@ import ddm_numba
 from ddm_numba import fit, get_system, sample_network
 from ddm_numba.matching import relative_error, sample_domain
 
+import _harness  # benchmarks/ is on sys.path when run as a script
+
 SYSTEM = "lorenz"
 TEST_SAMPLES = 4096  # fit()'s default held-out sample count
 
@@ -239,11 +241,7 @@ def speed(nengo, system, N, T, dt, repeats, tau_s, radius, centre, reg, max_iter
     out["nengo_build_seconds"] = time.perf_counter() - t0
     with sim:
         sim.run_steps(10)  # warm up
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            sim.run(T)
-            ts.append(time.perf_counter() - t0)
+        _, ts = _harness.median_time(lambda: sim.run(T), repeats)
         y = sim.data[probe] + centre
     out["nengo_run_seconds"] = ts
     out["nengo_neuron_steps_per_s"] = N * steps / float(np.median(ts))
@@ -260,7 +258,7 @@ def speed(nengo, system, N, T, dt, repeats, tau_s, radius, centre, reg, max_iter
 def machine_info():
     import numba
     import scipy
-    info = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    info = {"date": _harness.now(),
             "platform": platform.platform(), "machine": platform.machine(),
             "processor": platform.processor(), "cpu_count": os.cpu_count(),
             "python": sys.version.split()[0], "ddm_numba": ddm_numba.__version__,
@@ -270,14 +268,7 @@ def machine_info():
         info["load_average_start"] = list(os.getloadavg())
     except OSError:
         pass
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    info["cpu_model"] = _harness.cpu_model()
     # the installed copy the benchmark imports (it may differ from the working tree's)
     pkg = os.path.dirname(os.path.abspath(ddm_numba.__file__))
     digest = hashlib.sha256()

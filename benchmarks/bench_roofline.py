@@ -25,7 +25,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import time
 
 import numba
@@ -36,17 +35,9 @@ from ddm_numba.backends.cpu import phi_sweep
 from ddm_numba.matching import DriftData, FullGram, lowrank_loss_grad, lowrank_packer
 from ddm_numba.network import Network
 
+from _harness import cpu_model, warm_median  # benchmarks/ is on sys.path as a script
+
 FLOPS_PER_TANH = 27
-
-
-def median_time(fn, repeats):
-    fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
 
 
 @numba.njit(fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, error_model="numpy")
@@ -68,22 +59,22 @@ def tanh_costs(repeats):
     reps = 4096
     per = x.size * reps
     res = {}
-    res["phi_ns"] = median_time(lambda: _phi_loop(x, out, reps), repeats) / per * 1e9
-    res["math_tanh_ns"] = median_time(lambda: _math_tanh_loop(x, out, reps), repeats) / per * 1e9
+    res["phi_ns"] = warm_median(lambda: _phi_loop(x, out, reps), repeats) / per * 1e9
+    res["math_tanh_ns"] = warm_median(lambda: _math_tanh_loop(x, out, reps), repeats) / per * 1e9
 
     def np_loop():
         for _ in range(reps // 16):
             np.tanh(x, out=out)
-    res["numpy_tanh_ns"] = median_time(np_loop, repeats) / (x.size * (reps // 16)) * 1e9
+    res["numpy_tanh_ns"] = warm_median(np_loop, repeats) / (x.size * (reps // 16)) * 1e9
     return res
 
 
 def dgemm_peak(repeats):
     a = np.random.default_rng(1).random((2048, 2048))
     flops = 2 * 2048 ** 3
-    res = {"dgemm_all_cores_gflops": flops / median_time(lambda: a @ a, repeats) / 1e9}
+    res = {"dgemm_all_cores_gflops": flops / warm_median(lambda: a @ a, repeats) / 1e9}
     with threadpool_limits(1, user_api="blas"):
-        res["dgemm_one_core_gflops"] = flops / median_time(lambda: a @ a, repeats) / 1e9
+        res["dgemm_one_core_gflops"] = flops / warm_median(lambda: a @ a, repeats) / 1e9
     return res
 
 
@@ -117,9 +108,9 @@ def main():
     packer = lowrank_packer(N, d, 0)
     x = packer.pack({"A": A, "b_z": np.zeros(d), "M": M, "c": c})
     with threadpool_limits(1, user_api="blas"):  # as fit() calls it
-        t_lr = median_time(lambda: lowrank_loss_grad(x, packer, data, 0.0), args.repeats)
+        t_lr = warm_median(lambda: lowrank_loss_grad(x, packer, data, 0.0), args.repeats)
         numba.set_num_threads(1)
-        t_lr1 = median_time(lambda: lowrank_loss_grad(x, packer, data, 0.0), args.repeats)
+        t_lr1 = warm_median(lambda: lowrank_loss_grad(x, packer, data, 0.0), args.repeats)
         numba.set_num_threads(threads)
     tanh_evals = K * N
     flops_lr = K * N * (FLOPS_PER_TANH + 4 + 10 * d)
@@ -142,7 +133,7 @@ def main():
     gram = FullGram(data, M, c, net.P, 1.0, 1e-8)
     theta = gram.packer.pack({"W": rng.standard_normal((N, N)) / N, "b": c,
                               "B_in": np.zeros((N, 0))})
-    t_full = median_time(lambda: gram.loss_grad(theta), args.repeats)
+    t_full = warm_median(lambda: gram.loss_grad(theta), args.repeats)
     n = N + 1
     flops_full = 2 * N * n * n
     full = {"seconds": t_full, "flops": flops_full, "gflops": flops_full / t_full / 1e9,
@@ -152,9 +143,7 @@ def main():
           f"{100 * full['fraction_of_dgemm_peak']:.0f}% of the dgemm peak")
 
     if args.json:
-        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                    if line.startswith("model name")), platform.processor())
-        out = {"machine": {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu,
+        out = {"machine": {"date": time.strftime("%Y-%m-%d %H:%M"), "cpu": cpu_model(),
                            "cpus": os.cpu_count(), "threads": threads,
                            "numba": numba.__version__, "numpy": np.__version__},
                "sizes": {"N": N, "K": K, "d": d}, "peak": peak, "tanh": tanh,

@@ -35,7 +35,8 @@ from ddm_numba.network import Network  # noqa: E402
 from ddm_numba.simulate import sample_network  # noqa: E402
 from ddm_numba.systems import evaluate, get_system  # noqa: E402
 
-import baselines as bl  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+import _harness as H  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+import baselines as bl  # noqa: E402
 
 FRAMEWORKS = ("numpy", "torch", "torchsde", "jax")
 SLOW = ("torchsde",)          # timed --repeats-slow times
@@ -102,7 +103,7 @@ def correctness(system, nets, frameworks, args, dt):
             z = SAMPLERS[fw](arrays, x0, args.check_steps, dt, EVERY, args.seed)
             if z.shape != ref.shape:
                 raise SystemExit(f"{fw} returned z of shape {z.shape}, ddm_numba {ref.shape}")
-            out[mode][fw] = bl.relative_difference(z, ref)
+            out[mode][fw] = H.relative_difference(z, ref)
     return out
 
 
@@ -116,10 +117,10 @@ def time_mode(net, system, trials, frameworks, args, dt):
     row = {"first_s": {}, "seconds": {}, "times_s": {}, "rate": {}, "z_stats": {}}
     work = trials * args.steps * net.N
     for fw, fn in calls.items():
-        bl.settle()
-        z, row["first_s"][fw] = bl.first_call(fn)
+        H.settle()
+        z, row["first_s"][fw] = H.first_call(fn)
         repeats = args.repeats_slow if fw in SLOW else args.repeats
-        seconds, times = bl.median_time(fn, repeats)
+        seconds, times = H.median_time(fn, repeats)
         row["seconds"][fw], row["times_s"][fw] = seconds, times
         row["rate"][fw] = work / seconds
         row["z_stats"][fw] = {"mean": z.mean(axis=(0, 1)).tolist(),
@@ -196,7 +197,7 @@ def main():
     dt = system.dt
     print(f"lorenz network N={args.N} (ridge decoders: {time.perf_counter() - t0:.1f} s), "
           f"dt={dt}, record every {EVERY} steps, torchsde noise_type "
-          f"{bl.NetworkSDE.noise_type!r}")
+          f"{bl.TORCHSDE_NOISE_TYPE!r}")
 
     checks = correctness(system, nets, frameworks, args, dt)
     worst = max((v for m in checks.values() for v in m.values()), default=0.0)
@@ -208,7 +209,7 @@ def main():
     result = {"benchmark": "sampling", "machine": machine, "args": vars(args), "tolerance": TOL,
               "network": {"system": "lorenz", "N": args.N, "d": 3, "tau": 1.0, "dt": dt,
                           "record_every": EVERY, "S0": "2 I", "torchsde_noise_type":
-                          bl.NetworkSDE.noise_type},
+                          bl.TORCHSDE_NOISE_TYPE},
               "check": checks, "worst_relative_difference": worst, "rows": []}
     if failed:
         if args.json:

@@ -39,7 +39,8 @@ from ddm_numba.matching import (DriftData, FullGram, initial_embedding,  # noqa:
 from ddm_numba.network import Network  # noqa: E402
 from ddm_numba.systems import evaluate, get_system  # noqa: E402
 
-import baselines as bl  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+import _harness as H  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+import baselines as bl  # noqa: E402
 
 FRAMEWORKS = ("numpy", "torch", "jax")
 MODES = ("lowrank", "full")
@@ -100,7 +101,7 @@ def check(results, reference, names):
     for fw, (loss, grads) in results.items():
         diffs[fw] = {"loss": abs(loss - ref_loss) / abs(ref_loss)}
         for name in names:
-            diffs[fw][name] = bl.relative_difference(grads[name], ref_grads[name])
+            diffs[fw][name] = H.relative_difference(grads[name], ref_grads[name])
     return diffs
 
 
@@ -168,8 +169,8 @@ def measure(calls, names, args, extra):
     """First calls (the warm-up), the correctness check, then the medians. Exits 1 on a failure."""
     first, outputs = {}, {}
     for fw, fn in calls.items():
-        bl.settle()
-        outputs[fw], seconds = bl.first_call(fn)
+        H.settle()
+        outputs[fw], seconds = H.first_call(fn)
         first[fw] = 1e3 * seconds
     reference = outputs.pop("ddm_numba")
     diffs = check(outputs, reference, names)
@@ -183,8 +184,8 @@ def measure(calls, names, args, extra):
         return row
     ms, times = {}, {}
     for fw, fn in calls.items():
-        bl.settle()
-        seconds, all_s = bl.median_time(fn, args.repeats)
+        H.settle()
+        seconds, all_s = H.median_time(fn, args.repeats)
         ms[fw], times[fw] = 1e3 * seconds, [1e3 * t for t in all_s]
     row["ms"] = ms
     row["times_ms"] = times

@@ -403,7 +403,8 @@ def analyze(model, out, as_json, trials, duration, seed, dt, grid, lyapunov_time
     exponent (d >= 3), and distances network vs target. Writes OUT/report.json and
     PNG figures; prints a table (or the JSON with --json). Progress goes to stderr.
     """
-    from ddm_numba.analysis.report import analyze as run_analysis, format_report
+    from ddm_numba.analysis.render import format_report
+    from ddm_numba.analysis.report import analyze as run_analysis
     if out is None:
         base = os.path.basename(model)
         out = (base[:-4] if base.endswith(".npz") else base) + "_analysis"

@@ -21,3 +21,18 @@ def checked_number(value, name, low=None, high=None, integer=False, low_open=Fal
     if high is not None and value > high:
         raise DDMError(f"{name} must be <= {high:g}, got {value!r}")
     return int(value) if integer else float(value)
+
+
+def positive(value, name, allow_zero=False):
+    """``value`` as a finite float > 0 (≥ 0 with allow_zero), or a DDMError that names it.
+
+    Unlike checked_number it takes anything float() takes (numpy scalars, 0-d arrays).
+    """
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise DDMError(f"{name} must be a number, got {value!r}") from None
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound, kind = ("≥ 0", "non-negative") if allow_zero else ("> 0", "positive")
+        raise DDMError(f"{name} must be finite and {bound} (a {kind} number), got {value!r}")
+    return value

@@ -11,7 +11,8 @@ import warnings
 import numpy as np
 import scipy.optimize
 
-from . import __version__, selfcheck
+from . import selfcheck
+from ._version import __version__
 from .backends import cpu, resolve_device
 from .errors import DDMError, checked_number as _number
 from .checkpoint import Checkpointer, check_resume, load_checkpoint

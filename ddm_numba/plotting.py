@@ -1,4 +1,8 @@
-"""Figures: latent trajectories and stationary histograms, network beside target."""
+"""Figures: latent trajectories and stationary histograms, network beside target.
+
+The figures of `ddm analyze` draw what they are given: the report, the sides and fields of
+analysis.fields, grid solutions and trajectories; what they show is computed there.
+"""
 import io
 import os
 
@@ -100,12 +104,14 @@ def _fixed_points(ax, fps, j=1):
                 mfc="w" if not filled else "r", mec="r", mew=1.5)
 
 
-def figure_connectivity(path, net, sp, rep):
+def figure_connectivity(path, net, sp, rep, alignment, W_parts):
+    """W, W_s, W_a (``W_parts``, from fields.split_W), the spectra ``sp`` and the decoder
+    alignment (connectivity.decoder_alignment or None) with its summary from the report."""
     plt = _pyplot()
-    W = net.W
+    W = W_parts[0]
     n = min(net.N, 120)
     fig, axes = plt.subplots(2, 3, figsize=(14, 8.5))
-    parts = (("W", W), ("W_s = (W + Wᵀ)/2", 0.5 * (W + W.T)), ("W_a = (W − Wᵀ)/2", 0.5 * (W - W.T)))
+    parts = tuple(zip(("W", "W_s = (W + Wᵀ)/2", "W_a = (W − Wᵀ)/2"), W_parts))
     vmax = np.abs(W[:n, :n]).max() or 1.0
     for ax, (label, mat) in zip(axes[0], parts):
         im = ax.imshow(mat[:n, :n], cmap="RdBu_r", vmin=-vmax, vmax=vmax)
@@ -131,9 +137,7 @@ def figure_connectivity(path, net, sp, rep):
     ax = axes[1, 2]
     al = rep.get("decoder_alignment")
     if al is not None:
-        from .analysis.connectivity import decoder_alignment, constant_diffusion
-        res = decoder_alignment(net, constant_diffusion(net))
-        ax.hist(res["cos"], bins=40, weights=res["weights"], color="C2")
+        ax.hist(alignment["cos"], bins=40, weights=alignment["weights"], color="C2")
         ax.set_xlabel("cos(a_i, D m_i) in the metric of D")
         ax.set_title(f"decoder alignment: weighted |cos| = {al['weighted_abs_cos']:.3f}\n"
                      "(1: reversible latent dynamics)")
@@ -353,22 +357,23 @@ def figure_parts(path, part_sides, part_trajs, burn_in, box):
 
 
 def analysis_figures(out, net, report, sp, target, nets, grids, traj_t, traj_n, part_trajs,
-                     burn_in, box, fps_t, fps_n):
-    """All figures of `ddm analyze`; returns the file names written in ``out``."""
-    from .analysis.report import network_side
+                     burn_in, box, fps_t, fps_n, *, alignment, part_sides, W_parts):
+    """All figures of `ddm analyze`; returns the file names written in ``out``.
+
+    alignment: connectivity.decoder_alignment (or None); part_sides: fields.part_sides(net);
+    W_parts: (W, W_s, W_a) (fields.split_W).
+    """
     sides = [s for s in (target, nets) if s is not None]
     trajs = {"target": traj_t, "network": traj_n}
     fps = {"target": fps_t, "network": fps_n}
     files = [figure_connectivity(os.path.join(out, "connectivity.png"), net, sp,
-                                 report["connectivity"]),
+                                 report["connectivity"], alignment, W_parts),
              figure_flow(os.path.join(out, "flow.png"), sides, grids, report, trajs, burn_in,
                          box, fps),
              figure_irreversibility(os.path.join(out, "irreversibility.png"), report)]
     runs = [(label, t) for label, t in (("network", traj_n), ("target", traj_t)) if t is not None]
     plot_comparison(os.path.join(out, "trajectories.png"), runs, burn_in)
     files.append("trajectories.png")
-    part_sides = [network_side(net, "W", "network"), network_side(net, "W_s", "symmetric"),
-                  network_side(net, "W_a", "antisymmetric", affine=True)]
     trajs_p = dict(part_trajs)
     trajs_p["network"] = traj_n
     files.append(figure_parts(os.path.join(out, "parts.png"), part_sides, trajs_p, burn_in, box))

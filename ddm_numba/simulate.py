@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .backends import cpu, resolve_device
 from .errors import DDMError, checked_number
 from .network import Network, atomic_savez, check_system_meta, read_meta, read_npz

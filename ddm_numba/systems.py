@@ -18,7 +18,7 @@ import traceback
 
 import numpy as np
 
-from .errors import DDMError
+from .errors import DDMError, positive
 
 
 class System:
@@ -134,11 +134,11 @@ def _isotropic(z, d, sigma):
     return g
 
 
-def _positive(system, *names):
+def _nonnegative(system, *names):
+    """Parameters ``names`` of ``system`` must be ≥ 0 (System.__init__ made them finite)."""
     for name in names:
-        if system.params[name] < 0:
-            raise DDMError(f"parameter {name} of system {system.name!r} must be >= 0, "
-                           f"got {system.params[name]}")
+        positive(system.params[name], f"parameter {name} of system {system.name!r}",
+                 allow_zero=True)
 
 
 class DoubleWell(System):
@@ -149,7 +149,7 @@ class DoubleWell(System):
     description = "f = z - z^3 (V = z^4/4 - z^2/2), g = sigma; stationary p ∝ exp(-2V/sigma^2)"
 
     def check_params(self):
-        _positive(self, "sigma")
+        _nonnegative(self, "sigma")
 
     def drift(self, z, u=None):
         return z - z ** 3
@@ -166,7 +166,7 @@ class OU2D(System):
     description = "f = -B z, B = [[1, -omega], [omega, 1]], g = sigma I: a nonequilibrium OU process"
 
     def check_params(self):
-        _positive(self, "sigma")
+        _nonnegative(self, "sigma")
 
     def matrix_B(self):
         return np.array([[1.0, -self.omega], [self.omega, 1.0]])
@@ -189,7 +189,7 @@ class LimitCycle(System):
     description = "Stuart–Landau: f = (mu - |z|^2) z + omega J z, g = sigma I"
 
     def check_params(self):
-        _positive(self, "sigma")
+        _nonnegative(self, "sigma")
 
     def drift(self, z, u=None):
         r2 = np.sum(z ** 2, axis=1, keepdims=True)
@@ -208,7 +208,7 @@ class Lorenz(System):
     description = "stochastic Lorenz attractor, original coordinates, additive noise g = sigma I"
 
     def check_params(self):
-        _positive(self, "sigma")
+        _nonnegative(self, "sigma")
 
     def drift(self, z, u=None):
         x, y, w = z[:, 0], z[:, 1], z[:, 2]
@@ -229,7 +229,7 @@ class MultiWell(System):
     input_domain = [[-1.0, 1.0], [-1.0, 1.0]]  # where training draws inputs u
 
     def check_params(self):
-        _positive(self, "sigma")
+        _nonnegative(self, "sigma")
 
     def drift(self, z, u=None):
         f = z - z ** 3
@@ -248,7 +248,7 @@ class RingWells(System):
                    "- beta Re((z1 + i z2)^K), g = sigma I")
 
     def check_params(self):
-        _positive(self, "sigma")
+        _nonnegative(self, "sigma")
         if self.K != round(self.K) or self.K < 1:
             raise DDMError(f"parameter K of system 'ring_wells' must be a positive integer, "
                            f"got {self.K}")

@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 
 from ddm_numba import fit, get_system, sample_network, sample_target  # noqa: E402
 from ddm_numba.analysis.dynamics import integrate_flow, largest_lyapunov  # noqa: E402
-from ddm_numba.analysis.report import network_side, target_side  # noqa: E402
+from ddm_numba.analysis.fields import network_side, target_side  # noqa: E402
 
 SYSTEM = "lorenz"
 LYAP_LITERATURE = 0.9056        # σ=10, ρ=28, β=8/3

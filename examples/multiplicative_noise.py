@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 from ddm_numba import fit, get_system, sample_network, sample_target  # noqa: E402
 from ddm_numba.analysis.fokker_planck import solve_stationary  # noqa: E402
-from ddm_numba.analysis.report import network_side  # noqa: E402
+from ddm_numba.analysis.fields import network_side  # noqa: E402
 
 E_D_MAX = 0.03
 

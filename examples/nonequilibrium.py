@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 from ddm_numba import fit, get_system, sample_network, sample_target  # noqa: E402
 from ddm_numba.analysis.compare import cross_correlation_asymmetry  # noqa: E402
 from ddm_numba.analysis.fokker_planck import solve_stationary  # noqa: E402
-from ddm_numba.analysis.report import network_side, target_side  # noqa: E402
+from ddm_numba.analysis.fields import network_side, target_side  # noqa: E402
 
 SYSTEMS = ("ou2d", "limit_cycle")
 TOLERANCE = {"ou2d": 0.05, "limit_cycle": 0.10}     # |e_p net − e_p target| / e_p target

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from ddm_numba import Network, fit, get_system, sample_network, sample_target
-from ddm_numba.analysis import compare, dynamics, estimators, report
+from ddm_numba.analysis import compare, dynamics, estimators, fields, render, report
 from ddm_numba.errors import DDMError
 
 # settings: full run and quick run (the test)
@@ -39,7 +39,7 @@ SEED_FIT, SEED_SAMPLE = 0, 1
 
 def stable_wells(system):
     """The target's stable fixed points (the memories), sorted by angle."""
-    side = report.target_side(system)
+    side = fields.target_side(system)
     fps = dynamics.find_fixed_points(side.drift, side.jacobian, system.domain)
     wells = np.array([p.z for p in fps if p.kind == "stable"])
     angles = np.arctan2(wells[:, 1], wells[:, 0])
@@ -145,8 +145,8 @@ def run(out_dir, quick=False):
     lagcov_t = lagcov_epr(zt[:, ::10], 10 * dt, 1)
     t_sample = time.perf_counter() - t_start - t_fit
 
-    side_t = report.target_side(system)
-    side_n = report.network_side(net)
+    side_t = fields.target_side(system)
+    side_n = fields.network_side(net)
     ep_t = grid_epr(side_t, box, cfg["grid"])
     ep_n = grid_epr(side_n, box, cfg["grid"])
     t_grid = time.perf_counter() - t_start - t_fit - t_sample
@@ -178,7 +178,7 @@ def run(out_dir, quick=False):
         null_w = {"error": str(exc)}
     F = ws_net.full_drift(ws_net.embed(zt[:, ::100].reshape(-1, 2)))
     off = float(np.linalg.norm(F @ ws_net.Q) / np.linalg.norm(F))
-    ws_side = report.network_side(net, part="W_s")
+    ws_side = fields.network_side(net, part="W_s")
     ws_fps = dynamics.find_fixed_points(ws_side.drift, ws_side.jacobian, box)
     t_ws = time.perf_counter() - t_start - t_fit - t_sample - t_grid
 
@@ -223,7 +223,7 @@ def run(out_dir, quick=False):
             sect_w, cfg, merit)
     result["timing_s"]["total"] = time.perf_counter() - t_start
     with open(os.path.join(out_dir, "sequential_memory.json"), "w") as fh:
-        json.dump(report.to_json(result), fh, indent=1)
+        json.dump(render.to_json(result), fh, indent=1)
     return result
 
 

@@ -6,5 +6,7 @@ Sub-modules:
     estimators      e_p from samples and trajectories (ensemble, Stratonovich, AR(1), lagged C)
     dynamics        fixed points, their stability, largest Lyapunov exponent
     connectivity    W = W_s + W_a, spectra, decoder alignment, network fields
+    fields          the latent-SDE view: target and network "sides", the parts W_s, W_a
     report          `ddm analyze`: everything above for a model and its target, figures, JSON
+    render          the report's JSON-able form and its text table
 """

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ..errors import DDMError
+from ..errors import DDMError, positive
 
 KINDS = ("stable", "unstable", "saddle", "non-hyperbolic")
 
@@ -260,17 +260,6 @@ def _as_points(z, d, what):
     return np.ascontiguousarray(z)
 
 
-def _positive(value, name, allow_zero=False):
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise DDMError(f"{name} must be a number, got {value!r}") from None
-    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        bound = "≥ 0" if allow_zero else "> 0"
-        raise DDMError(f"{name} must be finite and {bound}, got {value!r}")
-    return value
-
-
 def _complex_list(values):
     return [[float(v.real), float(v.imag)] for v in np.asarray(values, dtype=complex)]
 
@@ -477,11 +466,11 @@ def find_fixed_points(f, jac, box, starts=256, seed=0, tol=1e-10, max_iter=100, 
     rng = np.random.default_rng(seed)
     scale, rate = _box_scales(flow, box, rng)
     z0 = _starts(starts, box, rng)
-    max_iter = int(_positive(max_iter, "max_iter", allow_zero=True))
+    max_iter = int(positive(max_iter, "max_iter", allow_zero=True))
     width = box[:, 1] - box[:, 0]
     diagonal = float(np.linalg.norm(width))
 
-    tol_abs = _positive(tol, "tol") * scale
+    tol_abs = positive(tol, "tol") * scale
     z, r = _damped_newton(flow, z0, tol_abs, max_iter, max_step=diagonal)
     converged = np.isfinite(r) & (r <= tol_abs)
     inside = np.all((z >= box[:, 0] - margin * width) & (z <= box[:, 1] + margin * width), axis=1)
@@ -547,7 +536,7 @@ def pair_fixed_points(reference, other, max_distance=None):
         raise DDMError(f"cannot pair fixed points of different dimensions {sorted(dims)}; "
                        "compare the target and network in the same latent coordinates")
     if max_distance is not None:
-        max_distance = _positive(max_distance, "max_distance", allow_zero=True)
+        max_distance = positive(max_distance, "max_distance", allow_zero=True)
     pairs, used_ref, used_other = [], set(), set()
     if reference and other:
         zr = np.array([p.z for p in reference])
@@ -592,9 +581,9 @@ def integrate_flow(f, z0, dt, n_steps, every=1):
     """
     z = np.asarray(z0, dtype=float)
     z = _as_points(z, z.shape[-1] if z.ndim else None, "z0")
-    dt = _positive(dt, "dt")
-    n_steps = int(_positive(n_steps, "n_steps", allow_zero=True))
-    every = int(_positive(every, "every"))
+    dt = positive(dt, "dt")
+    n_steps = int(positive(n_steps, "n_steps", allow_zero=True))
+    every = int(positive(every, "every"))
     flow = _Flow(f, None, z.shape[1])
     out = [z]
     for step in range(1, n_steps + 1):
@@ -699,20 +688,20 @@ def largest_lyapunov(f, jac, z0, dt, time, transient, seed=0, renorm_every=10, r
     """
     z = np.asarray(z0, dtype=float)
     z = _as_points(z, z.shape[-1] if z.ndim else None, "z0")
-    dt = _positive(dt, "dt")
-    time = _positive(time, "time")
-    transient = _positive(transient, "transient", allow_zero=True)
-    renorm_every = int(_positive(renorm_every, "renorm_every"))
+    dt = positive(dt, "dt")
+    time = positive(time, "time")
+    transient = positive(transient, "transient", allow_zero=True)
+    renorm_every = int(positive(renorm_every, "renorm_every"))
     if dt > time:
         raise DDMError(f"dt = {dt} is longer than time = {time}; use dt ≪ time")
     if rtol is not None:
-        rtol = _positive(rtol, "rtol")
-        atol = _positive(atol, "atol", allow_zero=True)
-        min_blocks = int(_positive(min_blocks, "min_blocks"))
+        rtol = positive(rtol, "rtol")
+        atol = positive(atol, "atol", allow_zero=True)
+        min_blocks = int(positive(min_blocks, "min_blocks"))
         if min_blocks < 2:
             raise DDMError(f"min_blocks must be at least 2 for a standard error, got {min_blocks}")
         block = (max(time / 100.0, 20 * renorm_every * dt, 10 * dt) if block is None
-                 else _positive(block, "block"))
+                 else positive(block, "block"))
         if block < dt:
             raise DDMError(f"block = {block} is shorter than dt = {dt}")
         if min_blocks * block > time:

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import expm, logm
 
-from ..errors import DDMError
+from ..errors import DDMError, positive
 from .linear import OUStationary, check_spd, ou_stationary
 
 # Which estimators give (an estimate of) a lower bound of Φ rather than Φ (module docstring).
@@ -82,13 +82,6 @@ def _diffusion(D, d):
     if D.ndim == 0:
         D = float(D) * np.eye(d)
     return check_spd(D, d)
-
-
-def _positive(name, x):
-    x = float(x)
-    if not np.isfinite(x) or x <= 0:
-        raise DDMError(f"{name} must be a positive number, got {x!r}")
-    return x
 
 
 def _lag(lag, T):
@@ -262,7 +255,7 @@ def stratonovich_epr(z, f, D, dt):
     f = _trajectory(f, "f")
     if f.shape != z.shape:
         raise DDMError(f"f must be the drift at the samples, shape {z.shape}, got {f.shape}")
-    dt = _positive("dt", dt)
+    dt = positive(dt, "dt")
     if z.shape[1] < 2:
         raise DDMError("stratonovich_epr needs trajectories of at least 2 samples")
     g = 2.0 * f @ np.linalg.inv(_diffusion(D, z.shape[2]))       # rows (2 D⁻¹ f)ᵀ, D symmetric
@@ -327,7 +320,7 @@ def ar1_epr(z, dt, inversion="exact"):
     if inversion not in ("exact", "euler"):
         raise DDMError(f"inversion must be 'exact' or 'euler', got {inversion!r}")
     z = _centered(_trajectory(z))
-    dt = _positive("dt", dt)
+    dt = positive(dt, "dt")
     trials, T, d = z.shape
     if T < 2:
         raise DDMError("ar1_epr needs trajectories of at least 2 samples")
@@ -383,7 +376,7 @@ def lagged_asymmetry(z, dt, lag=1):
     −0.991 ± 0.030 (T_tot = 2000); τ = 0.1: −0.900 ± 0.096 (200), −0.902 ± 0.032 (2000).
     """
     z = _centered(_trajectory(z))
-    dt = _positive("dt", dt)
+    dt = positive(dt, "dt")
     lag = _lag(lag, z.shape[1])
     S, C, n_pairs = _covariances(z, lag)
     _enough_pairs(n_pairs, z.shape[2], "the lagged covariance")

@@ -25,90 +25,50 @@ import time as _time
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..errors import DDMError
 from ..network import Network, atomic_write, load_model
 from ..simulate import sample_network, sample_target, target_of
 from . import compare, connectivity, dynamics, estimators, fokker_planck, linear
-from .connectivity import LatentField, constant_diffusion
+from .connectivity import LatentField
+from .fields import (Side, decoder_alignment_or_none, network_side, part_sides,
+                     positive_definite, split_W, target_side)
+from .render import format_report, to_json
 
-
-# -- the two sides: target and network as the same kind of object ----------------------------
-
-class Side:
-    """Drift, Jacobian, divergence and diffusion of one latent SDE (target or network), u = 0."""
-
-    def __init__(self, label, drift, jacobian, divergence, diffusion, D_const):
-        self.label = label
-        self.drift, self.jacobian, self.divergence = drift, jacobian, divergence
-        self.diffusion = diffusion      # z (K, d) -> D (K, d, d)
-        self.D = D_const                # (d, d) when constant, else None
-
-
-def _numeric_jacobian(f, d, scale):
-    """Central differences of a vectorized drift: J[k, a, b] = ∂f_a/∂z_b (step 1e-6 · scale)."""
-    def jac(z):
-        z = np.asarray(z, dtype=float)
-        cols = []
-        for b in range(d):
-            e = np.zeros(d)
-            e[b] = 1e-6 * scale[b]
-            cols.append((f(z + e) - f(z - e)) / (2 * e[b]))
-        return np.stack(cols, axis=2)
-    return jac
-
-
-def target_side(system):
-    d = system.d
-    scale = np.maximum(np.ptp(system.domain, axis=1), 1e-3)
-
-    def drift(z):
-        return np.asarray(system.drift(np.asarray(z, dtype=float), None), dtype=float)
-
-    def diffusion(z):
-        g = np.asarray(system.diffusion(np.asarray(z, dtype=float)), dtype=float)
-        return np.einsum("kam,kbm->kab", g, g)
-
-    jac = _numeric_jacobian(drift, d, scale)
-    D = diffusion(system.domain.mean(axis=1)[None])[0] if system.constant_diffusion else None
-    return Side("target", drift, jac, lambda z: np.trace(jac(z), axis1=1, axis2=2),
-                diffusion, D)
-
-
-def network_side(net, part="W", label="network", affine=None):
-    field = LatentField(net, part, affine)
-    return Side(label, field.drift, field.jacobian, field.divergence, net.latent_diffusion,
-                constant_diffusion(net))
+# Side, target_side, network_side (now in fields) and format_report, to_json (now in render) are
+# imported here too, where they were defined before
+__all__ = ["analyze", "Side", "target_side", "network_side", "format_report", "to_json",
+           "connectivity_report", "grid_solve", "circulation", "grid_split",
+           "trajectory_estimators", "irreversibility", "fixed_point_report", "lyapunov",
+           "comparison", "parts_report", "LYAPUNOV_BUDGET", "LYAPUNOV_RTOL", "LYAPUNOV_BLOCK"]
 
 
 # -- pieces of the report ------------------------------------------------------------------
 
-def _positive_definite(D):
-    w = np.linalg.eigvalsh(0.5 * (D + D.T))
-    return bool(w.min() > 1e-12 * max(abs(w).max(), 1e-300))
-
-
 def connectivity_report(net, D):
-    sp = connectivity.spectra(net)
+    """The connectivity section of the report; also returns the spectra and the decoder alignment
+    (connectivity.decoder_alignment, None where it is not defined) that its figure draws."""
+    spectra = connectivity.spectra(net)
     try:
         if net.mode == "lowrank":
-            asym = connectivity.asymmetry_lowrank(net.M, net.A)
+            asymmetry = connectivity.asymmetry_lowrank(net.M, net.A)
         else:
-            asym = linear.asymmetry(net.W)
+            asymmetry = linear.asymmetry(net.W)
     except DDMError:    # W = 0 (e.g. a linear target needs no recurrence): nothing to split
-        asym = {"a": None, "eta": None, "norm_W": 0.0, "note": "W = 0"}
-    out = {"mode": net.mode, "N": net.N, "d": net.d, "asymmetry": asym, "rank": sp["rank"],
-           "eig_latent_connectivity": sp["eig_latent"], "eig_W": sp["eig_W"],
-           "singular_values": sp["singular_values"][:2 * net.d + 8],
-           "latent_connectivity": sp["latent_connectivity"]}
-    if D is not None and asym["norm_W"] > 0 and _positive_definite(D):
-        al = connectivity.decoder_alignment(net, D)
-        out["decoder_alignment"] = {"weighted_abs_cos": al["weighted_abs_cos"],
-                                    "misalignment": al["misalignment"]}
+        asymmetry = {"a": None, "eta": None, "norm_W": 0.0, "note": "W = 0"}
+    out = {"mode": net.mode, "N": net.N, "d": net.d, "asymmetry": asymmetry,
+           "rank": spectra["rank"], "eig_latent_connectivity": spectra["eig_latent"],
+           "eig_W": spectra["eig_W"],
+           "singular_values": spectra["singular_values"][:2 * net.d + 8],
+           "latent_connectivity": spectra["latent_connectivity"]}
+    alignment = decoder_alignment_or_none(net, D, asymmetry["norm_W"])
+    if alignment is not None:
+        out["decoder_alignment"] = {"weighted_abs_cos": alignment["weighted_abs_cos"],
+                                    "misalignment": alignment["misalignment"]}
     fit = net.meta.get("fit", {})
     if "off_manifold_rel" in fit:
         out["off_manifold_rel"] = fit["off_manifold_rel"]
-    return out, sp
+    return out, spectra, alignment
 
 
 def _grid_size(d, grid):
@@ -134,14 +94,14 @@ def grid_solve(side, box, n):
         if side.D is not None:
             raise
         return None, {"skipped": f"grid solver: {exc}"}
-    rich = fine.epr + (fine.epr - coarse.epr) / 3
-    info = {"epr": fine.epr, "epr_coarse": coarse.epr, "epr_richardson": rich,
+    richardson = fine.epr + (fine.epr - coarse.epr) / 3
+    info = {"epr": fine.epr, "epr_coarse": coarse.epr, "epr_richardson": richardson,
             "n": [n // 2, n], "boundary_mass": fine.boundary_mass,
             "residual": fine.residual, "warnings": list(fine.warnings),
             "diffusion": "constant" if side.D is not None else "state-dependent"}
     if box.shape[0] == 2:
         info["circulation"] = circulation(fine)
-        if abs(rich) < 1e-6:     # reversible to the grid's accuracy: the sign means nothing
+        if abs(richardson) < 1e-6:     # reversible to the grid's accuracy: the sign means nothing
             info["rotation"] = "nowhere (e_p ≈ 0)"
         else:
             info["rotation"] = ("counter-clockwise" if info["circulation"] > 0 else "clockwise")
@@ -189,7 +149,7 @@ def trajectory_estimators(z, dt, seed, batches=8):
     description of the data, not the system's e_p; each entry carries "bound": "lower".
     """
     out = {}
-    nb = min(batches, z.shape[0] // 2)
+    n_batches = min(batches, z.shape[0] // 2)
     for name, fn, kw in (("ar1", estimators.ar1_epr, {}),
                          ("lagged_covariance", estimators.lagged_covariance_epr, {"lag": 1}),
                          ("gaussian_kl", estimators.gaussian_kl_rate, {"lag": 1})):
@@ -200,10 +160,10 @@ def trajectory_estimators(z, dt, seed, batches=8):
         except DDMError as exc:
             out[name] = {"error": str(exc), **bound}
             continue
-        if nb >= 2:
+        if n_batches >= 2:
             try:
-                vals = [_headline(fn(part, dt, **kw)) for part in np.array_split(z, nb)]
-                out[name]["stderr"] = float(np.std(vals, ddof=1) / np.sqrt(nb))
+                vals = [_headline(fn(part, dt, **kw)) for part in np.array_split(z, n_batches)]
+                out[name]["stderr"] = float(np.std(vals, ddof=1) / np.sqrt(n_batches))
             except DDMError:
                 pass
         try:
@@ -218,7 +178,7 @@ def irreversibility(side, system_or_none, z_stat, dt_rec, box, grid, seed, net=N
     """e_p of one side by every method that applies; returns (numbers, grid solution or None)."""
     d = z_stat.shape[2]
     out = {}
-    if side.D is not None and not _positive_definite(side.D):
+    if side.D is not None and not positive_definite(side.D):
         # degenerate noise (e.g. a Van der Pol oscillator driven on one coordinate): paths of the
         # time-reversed process are singular to the forward ones, e_p is not finite
         out["note"] = ("D is singular (noise does not reach every direction): the entropy "
@@ -325,9 +285,9 @@ def parts_report(net, trials, time, seed, burn_in, dt, budget=4e9):
     W = net.W
     out, trajs = {"trials": trials, "time": t_part}, {}
     rng = np.random.default_rng(seed)
-    dom = np.asarray(net.meta.get("system", {}).get("domain", [[-1, 1]] * net.d), dtype=float)
-    pts = rng.uniform(dom[:, 0], dom[:, 1], size=(2048, net.d))
-    for name, Wk in (("symmetric", 0.5 * (W + W.T)), ("antisymmetric", 0.5 * (W - W.T))):
+    domain = np.asarray(net.meta.get("system", {}).get("domain", [[-1, 1]] * net.d), dtype=float)
+    pts = rng.uniform(domain[:, 0], domain[:, 1], size=(2048, net.d))
+    for name, Wk in zip(("symmetric", "antisymmetric"), split_W(W)):
         part = Network(net.tau, net.M, net.c, net.b, net.S0, net.R, net.sigma_private, W=Wk,
                        B_in=net.B_in, meta=net.meta)
         F = part.full_drift(part.embed(pts))
@@ -379,7 +339,7 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
     time = float(time if time else (system.duration if system is not None else 100.0))
     burn_in = 0.2 * time
     target = target_side(system) if system is not None else None
-    nets = network_side(net)
+    net_side = network_side(net)
     report = {"format": "ddm_numba.report/1", "version": __version__,
               "model": {"mode": net.mode, "N": net.N, "d": d, "tau": net.tau,
                         "system": net.meta.get("system", {}), "fit": net.meta.get("fit", {}),
@@ -389,7 +349,7 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
                                "dt", system.dt if system is not None else 0.01))}}
 
     say("connectivity")
-    report["connectivity"], sp = connectivity_report(net, nets.D)
+    report["connectivity"], spectra, alignment = connectivity_report(net, net_side.D)
 
     say(f"sampling {trials} trials × {time:g} time units (network and target)")
     dt = report["settings"]["dt"]
@@ -399,7 +359,8 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
 
     say("irreversibility")
     irr, grids = {}, {}
-    for side, traj, sysobj, netobj in ((target, traj_t, system, None), (nets, traj_n, None, net)):
+    for side, traj, sysobj, netobj in ((target, traj_t, system, None),
+                                       (net_side, traj_n, None, net)):
         if side is None:
             continue
         z_stat = traj.stationary_trials(burn_in)
@@ -408,7 +369,7 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
     report["irreversibility"] = irr
 
     say("fixed points")
-    report["fixed_points"], fps_t, fps_n = fixed_point_report(target, nets, box)
+    report["fixed_points"], fps_t, fps_n = fixed_point_report(target, net_side, box)
 
     if d >= 3:
         # RK4 at 5 Euler steps (0.01 for lorenz: < 0.1% bias); up to 64 independent starts (last
@@ -426,12 +387,12 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
         report["settings"]["lyapunov"] = {"budget": budget, "rtol": rtol, "dt": dt_rk4,
                                           "starts": int(z0.shape[0])}
         report["lyapunov"] = {side.label: lyapunov(side, z0, dt_rk4, budget, 10.0, seed, rtol)
-                              for side in (target, nets) if side is not None}
+                              for side in (target, net_side) if side is not None}
 
     if system is not None:
         say("comparison network vs target")
         stable = [p.z for p in fps_t if p.kind.startswith("stable")]
-        report["comparison"] = comparison(system, target, nets, traj_t, traj_n, burn_in, seed,
+        report["comparison"] = comparison(system, target, net_side, traj_t, traj_n, burn_in, seed,
                                           stable)
 
     say("symmetric-only and antisymmetric-only networks")
@@ -447,9 +408,11 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
             if figures:
                 say("figures")
                 from .. import plotting
+                W = net.W
                 report["figures"] = plotting.analysis_figures(
-                    stage, net, report, sp, target, nets, grids, traj_t, traj_n, part_trajs,
-                    burn_in, box, fps_t, fps_n)
+                    stage, net, report, spectra, target, net_side, grids, traj_t, traj_n,
+                    part_trajs, burn_in, box, fps_t, fps_n, alignment=alignment,
+                    part_sides=part_sides(net), W_parts=(W,) + split_W(W))
             text = json.dumps(to_json(report), indent=1, sort_keys=True)
             atomic_write(os.path.join(stage, "report.json"), lambda fh: fh.write(text.encode()))
             os.makedirs(out, exist_ok=True)
@@ -459,195 +422,3 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
             shutil.rmtree(stage, ignore_errors=True)
     say("done")
     return to_json(report)
-
-
-def to_json(obj):
-    """numpy → lists, complex → [re, im], non-finite floats → None; dicts and lists recursively."""
-    if isinstance(obj, dict):
-        return {str(k): to_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_json(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_json(obj.tolist())
-    if isinstance(obj, (complex, np.complexfloating)):
-        return [to_json(float(obj.real)), to_json(float(obj.imag))]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, (np.bool_,)):
-        return bool(obj)
-    if hasattr(obj, "__dict__") and not isinstance(obj, type):
-        return to_json(vars(obj))
-    return obj
-
-
-# -- the table on stdout ----------------------------------------------------------------------
-
-def _num(v, err=None):
-    if v is None:
-        return "—"
-    if isinstance(v, list) and len(v) == 2:    # complex as [re, im]
-        return f"{v[0]:.3g}{v[1]:+.3g}i"
-    s = f"{v:.4g}"
-    return s + (f" ± {err:.2g}" if err else "")
-
-
-def format_report(rep):
-    """The report as a readable text table (what `ddm analyze` prints)."""
-    lines = []
-    m = rep["model"]
-    sysname = m.get("system", {}).get("name", "?")
-    lines.append(f"ddm analyze: target {sysname}; {m['mode']} network N={m['N']} d={m['d']} "
-                 f"tau={m['tau']:g}")
-    fit = m.get("fit", {})
-    if fit:
-        where = fit.get("held_out_on", "held-out states")
-        lines.append(f"  fit (held-out, {where}): " + ", ".join(
-            f"{k} {_num(v)}" for k, v in fit.items() if isinstance(v, (int, float))))
-    check = m.get("self_check")
-    if check:
-        lines.append(f"  self-check at fit time: {check.get('verdict')}" +
-                     (f" (worst distribution {check['tv_ratio_max']:.1f}× its sampling floor, "
-                      f"{check['trials']} trials × {check['time']:g} time units)"
-                      if check.get("tv_ratio_max") is not None else ""))
-        for problem in check.get("problems", [])[:5]:
-            lines.append(f"    - {problem}")
-    c = rep["connectivity"]
-    lines.append("\nconnectivity")
-    lines.append(f"  asymmetry ‖W_a‖/‖W‖      {_num(c['asymmetry']['a'])}"
-                 f"    symmetry index η  {_num(c['asymmetry']['eta'])}    rank {c['rank']}")
-    lines.append("  eig latent connectivity  " + ", ".join(_num(v) for v in
-                                                         c["eig_latent_connectivity"]))
-    if "decoder_alignment" in c:
-        al = c["decoder_alignment"]
-        lines.append(f"  decoder alignment        weighted |cos(a_i, D m_i)| "
-                     f"{_num(al['weighted_abs_cos'])} (1 = reversible latent dynamics)")
-    if "off_manifold_rel" in c:
-        lines.append(f"  off-manifold drift       {_num(c['off_manifold_rel'])} of the drift")
-
-    irr = rep["irreversibility"]
-    sides = list(irr)
-    st = rep["settings"]
-    lines.append("\nentropy production e_p    " + "".join(f"{s:>22s}" for s in sides))
-    lines.append(f"  (samples: {st['trials']} trials × {st['time']:g}, Euler–Maruyama dt = "
-                 f"{st['dt']:g}, burn-in {st['burn_in']:g};\n   sample-based values carry its "
-                 "O(dt) bias)")
-
-    def traj(key):
-        return lambda e: (e.get("trajectory", {}).get(key, {}).get("epr"),
-                          e.get("trajectory", {}).get(key, {}).get("stderr"))
-
-    def null(key):
-        return lambda e: (e.get("trajectory", {}).get(key, {}).get("shuffled_null"), None)
-
-    def lower(key):
-        """Marked "≥ " in the table: report.json says "bound": "lower" (a lower bound of e_p)."""
-        return any(irr[s].get("trajectory", {}).get(key, {}).get("bound") == "lower"
-                   for s in irr)
-
-    rows = [("closed form", lambda e: (e.get("closed_form", {}).get("epr"), None)),
-            ("grid (Richardson)", lambda e: (e.get("grid", {}).get("epr_richardson"), None)),
-            ("grid (finest)", lambda e: (e.get("grid", {}).get("epr"), None)),
-            ("ensemble E[2fD⁻¹f + ∇·f]", lambda e: (e.get("ensemble", {}).get("epr"),
-                                                  e.get("ensemble", {}).get("stderr")))]
-    for key, name in (("ar1", "AR(1) fit"), ("lagged_covariance", "lagged covariance"),
-                      ("gaussian_kl", "Gaussian KL rate")):
-        rows += [(("≥ " if lower(key) else "") + name, traj(key)),
-                 ("  shuffled null", null(key))]
-    for name, get in rows:
-        vals = [get(irr[s]) for s in sides]
-        if all(v[0] is None for v in vals):
-            continue
-        lines.append(f"  {name:24s}" + "".join(f"{_num(*v):>22s}" for v in vals))
-    if any(lower(key) for key in ("ar1", "lagged_covariance", "gaussian_kl")):
-        lines.append("  (≥: a lower bound of e_p — the e_p of the best linear-Gaussian fit to the "
-                     "trajectories;\n   for a nonlinear system it can be far below the grid or "
-                     "ensemble value)")
-    for s in sides:
-        if "note" in irr[s]:
-            lines.append(f"  ({irr[s]['note']})")
-            break
-    for s in sides:
-        skipped = irr[s].get("grid", {}).get("skipped")
-        if skipped:
-            lines.append(f"  ({s} grid skipped: {skipped})")
-    for s in sides:
-        warn = irr[s].get("ensemble", {}).get("warning")
-        if warn:
-            lines.append(f"  ! {s} ensemble: {warn}")
-    split_g = irr.get("network", {}).get("split_grid")
-    split = irr.get("network", {}).get("split_ensemble")
-    if split_g:
-        lines.append(f"  network e_p along W = W_s + W_a (grid): e_p,s {_num(split_g['symmetric'])}"
-                     f", e_p,a {_num(split_g['antisymmetric'])}")
-    if split:
-        lines.append("  network e_p along W = W_s + W_a (ensemble): e_p,s "
-                     f"{_num(split['symmetric']['epr'], split['symmetric']['stderr'])}, e_p,a "
-                     f"{_num(split['antisymmetric']['epr'], split['antisymmetric']['stderr'])}")
-    for s in sides:
-        rot = irr[s].get("grid", {}).get("rotation")
-        if rot:
-            lines.append(f"  {s} stationary current circulates {rot}")
-
-    fp = rep["fixed_points"]
-    lines.append("\nfixed points of the latent flow (u = 0)")
-    for side in ("target", "network"):
-        for p in fp.get(side, []):
-            ev = p["eigenvalues"]
-            lines.append(f"  {side:8s} z = [{', '.join(f'{v:.3f}' for v in p['z'])}]  "
-                         f"{p['kind']:14s} λ: {', '.join(_num(v) for v in ev)}")
-    pairing = fp.get("pairing")
-    if pairing:
-        for pair in pairing["pairs"]:
-            lines.append(f"  paired {pair['reference_kind']:8s} distance {_num(pair['distance'])}"
-                         f", largest |Δλ| {_num(pair['max_eigenvalue_diff'])}, kinds agree: "
-                         f"{pair['kind_agrees']}")
-        for side, key in (("target", "unmatched_reference"), ("network", "unmatched_other")):
-            if pairing[key]:
-                lines.append(f"  {side} fixed points without a partner: {pairing[key]}")
-    if "lyapunov" in rep:
-        ly = rep["lyapunov"]
-        lines.append("\nlargest Lyapunov exponent (deterministic latent flow)")
-        for k, v in ly.items():
-            mean, se = v.get("mean"), v.get("stderr")
-            rel = f" ({se / abs(mean):.1%})" if mean and se is not None else ""
-            if v.get("reached") is None:
-                status = ""
-            elif v["reached"]:
-                status = f"; target {v['rtol']:.0%} reached"
-            else:
-                status = (f"; target {v['rtol']:.0%} NOT reached within the budget of "
-                          f"{v['budget']:g} (raise --lyapunov-time)")
-            lines.append(f"  {k:8s} {_num(mean, se)}{rel} after {v.get('time', 0):g} time units"
-                         f"{status}")
-
-    comp = rep.get("comparison")
-    if comp:
-        lines.append("\nnetwork vs target")
-        lines.append(f"  drift error on the domain      {_num(comp['e_f_domain'])}")
-        lines.append(f"  diffusion error on the domain  {_num(comp['e_D_domain'])}")
-        dist = comp["distances"]
-        lines.append(f"  sliced W1 {_num(dist['sliced_w1'])} (sampling floor "
-                     f"{_num(dist.get('sliced_w1_floor'))}); energy distance "
-                     f"{_num(dist['energy'])} (floor {_num(dist.get('energy_floor'))})")
-        mo = comp["moments"]
-        lines.append("  std per coordinate  target [" + ", ".join(
-            f"{v:.3f}" for v in mo["target"]["std"]) + "]  network [" + ", ".join(
-            f"{v:.3f}" for v in mo["network"]["std"]) + "]")
-        if "wells" in comp:
-            w = comp["wells"]
-            lines.append(f"  hops between {len(w['centres'])} wells per unit time: target "
-                         f"{_num(w['target']['hops_per_time'])}, network "
-                         f"{_num(w['network']['hops_per_time'])}")
-    parts = rep.get("parts")
-    if parts:
-        lines.append(f"\nparts simulated alone ({parts['trials']} trials × {parts['time']:g})")
-        for name in ("symmetric", "antisymmetric"):
-            info = parts.get(name, {})
-            std = info.get("moments", {}).get("std")
-            lines.append(f"  {name:14s} off-manifold drift {_num(info.get('off_manifold_rel'))}"
-                         + (", latent std [" + ", ".join(f"{v:.3f}" for v in std) + "]"
-                            if std else "") + (f"  ({info['error']})" if "error" in info else ""))
-    lines.append(f"\n{rep.get('seconds', 0):.1f}s")
-    return "\n".join(lines)

@@ -41,7 +41,7 @@ import time
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..backends import cpu
 from ..errors import DDMError, checked_number as _number
 from ..matching import _tau, fit_memory, initial_embedding, relative_error

@@ -1,0 +1,108 @@
+"""The package's own import graph: no import circles, and no module reaches up into __init__.
+
+The graph is built from the source (AST), counting every import statement, also those inside
+functions: a deferred import hides a circle from the interpreter, not from the design.
+"""
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "ddm_numba"
+
+
+def _modules():
+    """{dotted name: (path, is_package)} for every .py file of ddm_numba."""
+    mods = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        is_pkg = parts[-1] == "__init__"
+        if is_pkg:
+            parts = parts[:-1]
+        mods[".".join(parts)] = (path, is_pkg)
+    return mods
+
+
+def _imports(name, path, is_pkg, mods):
+    """(target module, statement) for each intra-package import in one module."""
+    package = name if is_pkg else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in mods:
+                    yield alias.name, node
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - (node.level - 1)]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            for alias in node.names:
+                sub = f"{source}.{alias.name}"
+                if sub in mods:          # from . import module
+                    yield sub, node
+                elif source in mods:     # from .module import name
+                    yield source, node
+
+
+def import_graph():
+    mods = _modules()
+    return {name: {target for target, _ in _imports(name, path, is_pkg, mods)} - {name}
+            for name, (path, is_pkg) in mods.items()}
+
+
+def cycles(graph):
+    """The strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_graph_sees_the_package():
+    graph = import_graph()
+    assert {"ddm_numba", "ddm_numba.analysis.report", "ddm_numba.plotting"} <= set(graph)
+    assert "ddm_numba.analysis.fields" in graph["ddm_numba.analysis.report"]
+
+
+def test_no_import_cycles_in_the_package():
+    assert cycles(import_graph()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_module_imports_the_version_from_a_package_init():
+    mods = _modules()
+    offenders = []
+    for name, (path, is_pkg) in mods.items():
+        if name == "ddm_numba":
+            continue
+        for target, node in _imports(name, path, is_pkg, mods):
+            if (isinstance(node, ast.ImportFrom) and mods[target][1]
+                    and any(a.name == "__version__" for a in node.names)):
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert offenders == []
