@@ -58,8 +58,8 @@ def timed(name, fn):
             calls.append((name, start, time.perf_counter()))
     return wrapper
 
-for name in ("lowrank_drift_loss_grad", "gram_statistics", "diffusion_loss_grad",
-             "full_drift_loss_grad", "simulate_network"):
+for name in ("lowrank_drift_loss_grad", "gram_statistics", "weighted_gram_statistics",
+             "diffusion_loss_grad", "simulate_network"):
     setattr(cpu, name, timed(name, getattr(cpu, name)))
 
 listener = Compiles()

@@ -10,6 +10,7 @@ import warnings
 import click
 
 from ddm_numba import DDMError, __version__
+from ddm_numba.backends import DEFAULT_DEVICE, DEVICES
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "show_default": True}
 
@@ -179,8 +180,9 @@ def _params(values):
               metavar="FRACTION_EXCITATORY", help="Full mode: Dale's law with this E fraction.")
 @click.option("--sigma-private", default=0.0, type=Finite(min=0),
               help="Private noise σ_p on every neuron.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-              help="Where the low-rank loss+gradient runs (auto: CUDA when a GPU is usable).")
+@click.option("--device", type=click.Choice(DEVICES), default=DEFAULT_DEVICE,
+              help="Where the drift's loss+gradient and Gram passes run (auto: CUDA when a GPU "
+                   "is usable; the diffusion stage runs on the CPU).")
 @click.option("--checkpoint", default=None, metavar="CKPT.npz",
               help="Keep the best parameters so far in this file while optimizing (every 30 s "
                    "and on Ctrl-C), to continue later with --resume.")
@@ -242,7 +244,7 @@ def fit(system, data, substeps, holdout, state_noise, unweighted, truth, neurons
         net = fit_data(data, neurons, seed=seed, tau=tau, holdout=holdout, reg=reg,
                        substeps=substeps, refine_iter=300 if max_iter is None else max_iter,
                        state_noise=state_noise, weighted=not unweighted,
-                       truth=truth, progress=progress)
+                       truth=truth, progress=progress, device=device)
     else:
         target = get_system(system, **_params(params))
         net = fit_network(target, neurons, mode=mode, seed=seed, tau=tau,
@@ -252,8 +254,8 @@ def fit(system, data, substeps, holdout, state_noise, unweighted, truth, neurons
                           device=device, checkpoint=checkpoint, resume=resume,
                           visited=visited, visit_runs=visit_runs, self_check_time=check_time,
                           method=method)
-        if not quiet:
-            click.echo(f"device: {net.meta['training']['device_reason']}", err=True)
+    if not quiet:
+        click.echo(f"device: {net.meta['training']['device_reason']}", err=True)
     net.save(out)
     click.echo(f"wrote {out}: {net.mode} network, N={net.N}, d={net.d}; "
                f"{_fit_summary(net.meta)}; {net.meta['training']['seconds']:.1f}s")
@@ -301,7 +303,7 @@ SYSTEM_HELP = ("The target, when MODEL was fitted to your own system: path/to/fi
               "network beside target.")
 @click.option("--burn-in", default=-1.0, type=Finite(),
               help="Time discarded before the stationary histogram (<0: 10% of --time).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+@click.option("--device", type=click.Choice(DEVICES), default=DEFAULT_DEVICE,
               help="Where the network runs (auto: CUDA when a GPU is usable, else CPU).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
               help="Precision of the network's state (float32 on CUDA only).")
@@ -392,8 +394,10 @@ def sample(model, out, trials, duration, seed, dt, record_every, inputs, save_ne
               help="Target relative standard error of the Lyapunov exponent.")
 @click.option("--no-figures", is_flag=True, help="Skip the PNG figures.")
 @click.option("--system", "system_spec", default=None, metavar="FILE.py:NAME", help=SYSTEM_HELP)
+@click.option("--device", type=click.Choice(DEVICES), default=DEFAULT_DEVICE,
+              help="Where the network is sampled (auto: CUDA when a GPU is usable).")
 def analyze(model, out, as_json, trials, duration, seed, dt, grid, lyapunov_time, lyapunov_rtol,
-            no_figures, system_spec):
+            no_figures, system_spec, device):
     """How MODEL's network does what its target does.
 
     \b
@@ -433,7 +437,7 @@ def analyze(model, out, as_json, trials, duration, seed, dt, grid, lyapunov_time
     report = run_analysis(model, out, trials=trials, time=duration or None, seed=seed,
                           dt=dt or None, grid=grid or None, figures=not no_figures,
                           lyapunov_time=lyapunov_time, lyapunov_rtol=lyapunov_rtol,
-                          system=system_spec, progress=sys.stderr)
+                          system=system_spec, progress=sys.stderr, device=device)
     if as_json:
         click.echo(json.dumps(report, indent=1, sort_keys=True))
     else:

@@ -13,7 +13,7 @@ import scipy.optimize
 
 from . import selfcheck
 from ._version import __version__
-from .backends import cpu, resolve_device
+from .backends import DEFAULT_DEVICE, cpu, select
 from .errors import DDMError, checked_number as _number
 from .checkpoint import Checkpointer, check_resume, load_checkpoint
 from .network import Network
@@ -29,9 +29,10 @@ class FitWarning(UserWarning):
 
 
 class DriftData:
-    """Samples of the target's drift: z (K, d), u (K, p), f (K, d), weights Λ (d,), τ."""
+    """Samples of the target's drift: z (K, d), u (K, p), f (K, d), weights Λ (d,), τ, and the
+    backend (backends.cpu or backends.cuda) that every loss and Gram pass on them runs on."""
 
-    def __init__(self, z, u, f, lam, tau):
+    def __init__(self, z, u, f, lam, tau, backend=cpu):
         self.z = np.ascontiguousarray(z, dtype=float)
         self.u = np.ascontiguousarray(u, dtype=float).reshape(len(self.z), -1)
         self.f = np.ascontiguousarray(f, dtype=float)
@@ -39,6 +40,20 @@ class DriftData:
         self.tau = float(tau)
         self.K, self.d = self.z.shape
         self.p = self.u.shape[1]
+        self.backend = backend
+        self._samples = None
+
+    @property
+    def samples(self):
+        """The samples as the backend's loss reads them (on the GPU for CUDA: uploaded once)."""
+        if self._samples is None:
+            self._samples = self.backend.drift_samples(self.z, self.u, self.f, self.lam)
+        return self._samples
+
+    def gram_statistics(self, Y, M, c):
+        """backend.gram_statistics on these samples' z, u with targets Y for the embedding M, c."""
+        return self.backend.gram_statistics(self.z, self.u, np.ascontiguousarray(Y),
+                                            np.ascontiguousarray(M.T), np.ascontiguousarray(c))
 
 
 # -- low-rank drift -------------------------------------------------------------------------------
@@ -53,24 +68,18 @@ def lowrank_packer(N, d, p, train_embedding=True):
     return Packer(shapes)
 
 
-def lowrank_loss_grad(theta, packer, data, reg_A, fixed=None, device_data=None):
+def lowrank_loss_grad(theta, packer, data, reg_A, fixed=None):
     """L_f of docs/model.md §4 for W = M A, plus λ_A ‖A‖²_F, and its gradient (flat vectors).
 
-    ``fixed`` supplies M and c when the embedding is not trained. ``device_data``: the samples
-    already on the GPU (backends.cuda_loss.DeviceDriftData): the CUDA kernel computes the same
-    values, moving only parameters and gradient.
+    ``fixed`` supplies M and c when the embedding is not trained. The loss runs on
+    ``data.backend`` (on CUDA the samples stay on the GPU: only parameters and gradient move).
     """
     prm = dict(fixed or {})
     prm.update(packer.unpack(theta))
     N, d = prm["M"].shape
     Bz = prm.get("B_z", np.zeros((d, data.p)))
-    if device_data is not None:
-        from .backends import cuda_loss
-        kernel, samples = cuda_loss.lowrank_drift_loss_grad, (device_data, None, None, None)
-    else:
-        kernel, samples = cpu.lowrank_drift_loss_grad, (data.z, data.u, data.f, data.lam)
-    loss, gA, gbz, gBz, gMT, gc = kernel(
-        *samples, np.ascontiguousarray(prm["A"]),
+    loss, gA, gbz, gBz, gMT, gc = data.backend.lowrank_drift_loss_grad(
+        data.samples, np.ascontiguousarray(prm["A"]),
         np.ascontiguousarray(prm["b_z"]), np.ascontiguousarray(Bz),
         np.ascontiguousarray(prm["M"].T), np.ascontiguousarray(prm["c"]), data.tau)
     loss += reg_A * float(np.sum(prm["A"] ** 2))
@@ -87,8 +96,7 @@ def ridge_decoders(data, M, c, reg_A):
     """
     N, d = M.shape
     Y = np.ascontiguousarray(data.tau * data.f + data.z)
-    G, C, _ = cpu.gram_statistics(data.z, data.u, Y, np.ascontiguousarray(M.T),
-                                  np.ascontiguousarray(c))
+    G, C, _ = data.gram_statistics(Y, M, c)
     ridge = np.zeros(G.shape[0])
     ridge[:N] = 1.0
     # training.RIDGE_FLOOR keeps the solve well posed when λ_A = 0 (collinear tanh features)
@@ -120,9 +128,7 @@ class FullGram:
         self.tau, self.lam, self.lam_perp, self.reg_W = data.tau, data.lam, lam_perp, reg_W
         self.P = P  # P = (MᵀM)⁻¹Mᵀ; Q = I − M P is applied through _Q, never stored
         y = data.z + P @ c + data.tau * data.f
-        self.G, self.C, self.mean = cpu.gram_statistics(
-            data.z, data.u, np.ascontiguousarray(y), np.ascontiguousarray(M.T),
-            np.ascontiguousarray(c))
+        self.G, self.C, self.mean = data.gram_statistics(y, M, c)
         self.s = float(np.mean(np.sum(data.lam * y * y, axis=1)))
         self.M = M
         self.Qc = self._Q(c)
@@ -155,14 +161,6 @@ class FullGram:
         N = self.N
         return float(loss), self.packer.pack({"W": grad[:, :N], "b": grad[:, N],
                                               "B_in": grad[:, N + 1:]})
-
-
-def full_loss_grad_samples(data, W, b, B_in, M, c, P, Q, lam_perp):
-    """The same loss as FullGram, evaluated sample by sample (the reference kernel)."""
-    return cpu.full_drift_loss_grad(
-        data.z, data.u, data.f, data.lam, np.ascontiguousarray(W.T), np.ascontiguousarray(b),
-        np.ascontiguousarray(B_in.T), np.ascontiguousarray(M.T), np.ascontiguousarray(c),
-        np.ascontiguousarray(P), np.ascontiguousarray(Q), float(lam_perp), data.tau)
 
 
 # -- diffusion --------------------------------------------------------------------------------------
@@ -228,21 +226,16 @@ def _tau(tau):
     return tau
 
 
-def _joint_drift(data, params, reg_joint, max_iter, tol, progress, device, ckpt, stage="drift"):
+def _joint_drift(data, params, reg_joint, max_iter, tol, progress, ckpt, stage="drift"):
     """Joint L-BFGS-B over decoders and embedding (low-rank), from params = (A, b_z, B_z, M, c)."""
     A, b_z, B_z, M, c = params
     d, N = A.shape
     p = data.p
     packer = lowrank_packer(N, d, p, train_embedding=True)
     scale = lowrank_scale(packer, A, M, B_z)   # L-BFGS-B is not scale invariant
-    device_data = None
-    if device == "cuda":
-        from .backends import cuda_loss
-        device_data = cuda_loss.DeviceDriftData(data.z, data.u, data.f, data.lam)
 
     def objective(x):
-        loss, grad = lowrank_loss_grad(x * scale, packer, data, reg_joint,
-                                       device_data=device_data)
+        loss, grad = lowrank_loss_grad(x * scale, packer, data, reg_joint)
         return loss, grad * scale
 
     def snapshot(x):
@@ -336,14 +329,15 @@ def fit_memory(N, d, p, K, mode):
 
 def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
         test_samples=4096, max_iter=None, tol=1e-6, reg=1e-10, fixed_embedding=False,
-        dale=None, sigma_private=0.0, perp_weight=1.0, progress=sys.stderr, device="cpu",
+        dale=None, sigma_private=0.0, perp_weight=1.0, progress=sys.stderr, device=DEFAULT_DEVICE,
         checkpoint=None, resume=None, visited=0.7, visit_runs=64, self_check_time=None,
         revisit=1, method="auto"):
     """Train a network whose latent drift and diffusion match ``system`` (docs/model.md §5).
 
     Returns the Network; its ``meta["fit"]`` holds the figures of fit on held-out samples.
     ``progress``: a text stream for progress lines (None for silence). ``device``: where the
-    low-rank loss+gradient runs ("cpu", "cuda", "auto"); the Gram passes stay on the CPU.
+    drift's loss+gradient and Gram passes run ("cpu", "cuda", "auto": a GPU when one is usable);
+    the diffusion stage runs on the CPU.
     ``checkpoint``: a path where the best parameters so far are kept while the optimizer runs
     (every 30 s, and at once on Ctrl-C/SIGTERM, which raise interrupt.Interrupted between
     evaluations); ``resume``: such a checkpoint, to continue from (same system and settings).
@@ -363,7 +357,8 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
     rounds of refitting (low-rank) with the states the network visits and the target does not,
     while the self-check says not faithful.
     """
-    device, device_reason = resolve_device(device)
+    backend, device_reason = select(device)
+    device = backend.NAME
     system = get_system(system)
     N = _number(neurons, "neurons", 1, integer=True)
     d, p = system.d, system.p
@@ -428,7 +423,7 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
     spread = f[K - n_vis:] if n_vis >= 2 else f
     var = spread.var(axis=0)
     lam = 1.0 / np.where(var > 0, var, 1.0)
-    data = DriftData(z, u, f, lam, tau)
+    data = DriftData(z, u, f, lam, tau, backend)
     say(f"fit {system.name}: N={N}, d={d}, mode={mode}, K={K} training samples ({n_vis} on the "
         f"target's own states), {len(z_test)} held-out, seed={seed}")
 
@@ -461,7 +456,7 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
             decoders_at_reg = True
         else:
             (A, b_z, B_z, M, c), stages["lowrank"] = _joint_drift(
-                data, (A, b_z, B_z, M, c), reg_joint, max_iter, tol, progress, device, ckpt)
+                data, (A, b_z, B_z, M, c), reg_joint, max_iter, tol, progress, ckpt)
     if reg_A != reg_joint and not decoders_at_reg:
         A, b_z, B_z = ridge_decoders(data, M, c, reg_A)
         stages["decoders"] = {"reg": reg}
@@ -528,14 +523,14 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
         fe, ge = evaluate(system, extra, ue if p else None)
         z2, u2 = np.concatenate([z, extra]), np.concatenate([u, ue])
         f2, g2 = np.concatenate([f, fe]), np.concatenate([g, ge])
-        data2 = DriftData(z2, u2, f2, lam, tau)
+        data2 = DriftData(z2, u2, f2, lam, tau, backend)
         start2 = (net.A, net.b_z, net.B_z, net.M, net.c)
         if method == "varpro":
             (A2, b2, B2, M2, c2), info = _varpro_drift(data2, start2, reg_A, max_iter, tol,
                                                        progress, stage=f"revisit {round_ + 1}")
         else:
             (A2, b2, B2, M2, c2), info = _joint_drift(
-                data2, start2, reg_joint, max_iter, tol, progress, device, None,
+                data2, start2, reg_joint, max_iter, tol, progress, None,
                 stage=f"revisit {round_ + 1}")
             if reg_A != reg_joint:
                 A2, b2, B2 = ridge_decoders(data2, M2, c2, reg_A)

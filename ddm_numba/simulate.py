@@ -4,7 +4,6 @@ Both use one xoroshiro128+ stream per trial (rng.py), so a run is the same whate
 count, and with the same seed the network and the target see the same latent noise ξ (when the
 network has no private noise): their paths can be compared trial by trial.
 """
-import functools
 import json
 import math
 import os
@@ -14,7 +13,8 @@ import warnings
 import numpy as np
 
 from ._version import __version__
-from .backends import cpu, resolve_device
+from .backends import DEFAULT_DEVICE, select
+from .backends.arrays import NetworkArrays, PathArrays, RunSettings
 from .errors import DDMError, checked_number
 from .network import Network, atomic_savez, check_system_meta, read_meta, read_npz
 from .rng import fill_normals, make_states
@@ -342,7 +342,7 @@ def _run_chunks(step_chunk, n_steps, every, dt, first_chunk, progress):
 
 
 def sample_network(net, trials=100, time=100.0, seed=0, dt=None, record_every=None,
-                   inputs=(), save_neurons=False, z0=None, device="cpu", dtype="float64",
+                   inputs=(), save_neurons=False, z0=None, device=DEFAULT_DEVICE, dtype="float64",
                    progress=None):
     """Simulate the network from x0 = M z0 + c; returns Trajectories of z = P (x − c).
 
@@ -355,7 +355,8 @@ def sample_network(net, trials=100, time=100.0, seed=0, dt=None, record_every=No
         net = Network.load(net)
     if not isinstance(net, Network):
         raise DDMError(f"sample_network needs a Network or a model file, got {type(net).__name__}")
-    device, why = resolve_device(device)
+    backend, why = select(device)
+    device = backend.NAME
     if dtype not in ("float64", "float32"):
         raise DDMError(f"dtype must be float64 or float32, got {dtype!r}")
     if dtype == "float32" and device != "cuda":
@@ -385,17 +386,8 @@ def sample_network(net, trials=100, time=100.0, seed=0, dt=None, record_every=No
     z_out = np.zeros((trials, T, d))
     x_out = np.zeros((trials, T, N) if save_neurons else (1, 1, 1))
     full = net.mode == "full"
-    if device == "cuda":
-        from .backends import cuda_simulate
-        kernel = functools.partial(cuda_simulate.simulate_network, dtype=np.dtype(dtype).type)
-    else:
-        kernel = cpu.simulate_network
-    weights = (np.ascontiguousarray(net.M.T), net.c,
-               net.A if not full else np.zeros((d, N)),
-               np.ascontiguousarray(net.W.T) if full else np.zeros((1, 1)), full, net.b,
-               np.ascontiguousarray(net.B_in.T) if p else np.zeros((0, N)))
-    noise = (net.S0, net.R, bool(np.any(net.R != 0)), net.sigma_private,
-             np.ascontiguousarray(net.P))
+    arrays = NetworkArrays.of(net)
+    options = {"dtype": np.dtype(dtype).type} if device == "cuda" else {}
     hint = _dt_hint(dt, suggested, "network")
     scale = float(np.max(domain[:, 1] - domain[:, 0]))
     bar = _Progress(progress, f"sampling the network ({device})", n_steps, trials,
@@ -403,17 +395,16 @@ def sample_network(net, trials=100, time=100.0, seed=0, dt=None, record_every=No
 
     def step_chunk(first, n, rec):
         Tc = n // every + 1
-        zc = np.empty((trials, Tc, d))
-        xc = np.empty((trials, Tc, N)) if save_neurons else np.zeros((1, 1, 1))
-        blowup = np.full(trials, -1, dtype=np.int64)
-        U = input_array(schedule, p, n + 1, dt, first)   # one row per step and the last record
-        kernel(x, states, *weights, U, *noise, dt, net.tau, n, every, zc, xc,
-               bool(save_neurons), blowup)
+        # one row of U per step and the last record
+        run = RunSettings(input_array(schedule, p, n + 1, dt, first), dt, n, every,
+                          bool(save_neurons))
+        paths = PathArrays.empty(x, states, run, d)
+        blowup = backend.simulate_network(arrays, run, paths, **options)
         _check_blowup(np.where(blowup >= 0, blowup + first, -1), dt, "network", hint)
-        _diverged(zc, first * dt, every * dt, scale, "network", hint)
-        z_out[:, rec:rec + Tc] = zc
+        _diverged(paths.z_out, first * dt, every * dt, scale, "network", hint)
+        z_out[:, rec:rec + Tc] = paths.z_out
         if save_neurons:
-            x_out[:, rec:rec + Tc] = xc
+            x_out[:, rec:rec + Tc] = paths.x_out
 
     # the first chunk: about 0.1 s at a typical rate (3e8 neuron-steps/s low-rank, 3e7 full)
     rate = 3e7 if full else 3e8

@@ -23,6 +23,7 @@ import zlib
 import numpy as np
 import pytest
 
+from ddm_numba.backends.arrays import NetworkArrays, PathArrays, RunSettings
 from ddm_numba.rng import make_states
 
 # the CUDA simulator runs a thread-step in ~1 ms: these parity checks (25–50 s with their
@@ -47,18 +48,16 @@ def _simulate(backend, net, x0, U, full, sigma_p, dt, tau, n_steps, every, seed,
     x0 = x0.copy()   # the kernels leave the final states in x0
     d, p = net["M"].shape[1], net["B_in"].shape[1]
     T = n_steps // every + 1
-    states = make_states(trials, seed)
-    z_out = np.zeros((trials, T, d))
-    x_out = np.zeros((trials, T, N))
-    blowup = np.full(trials, -1, dtype=np.int64)
-    backend.simulate_network(
-        x0, states, np.ascontiguousarray(net["M"].T), net["c"],
-        net["A"] if not full else np.zeros((d, N)),
+    arrays = NetworkArrays(
+        np.ascontiguousarray(net["M"].T), net["c"], net["A"] if not full else np.zeros((d, N)),
         np.ascontiguousarray(net["W"].T) if full else np.zeros((1, 1)), full, net["b"],
-        np.ascontiguousarray(net["B_in"].T) if p else np.zeros((0, N)), U, net["S0"], net["R"],
-        bool(np.any(net["R"] != 0)), sigma_p, net["P"], dt, tau, n_steps, every, z_out, x_out,
-        True, blowup, **options)
-    return z_out, x_out, blowup, states
+        np.ascontiguousarray(net["B_in"].T) if p else np.zeros((0, N)), net["S0"], net["R"],
+        bool(np.any(net["R"] != 0)), sigma_p, net["P"], tau)
+    run = RunSettings(U, dt, n_steps, every, True)
+    paths = PathArrays(x0, make_states(trials, seed), np.zeros((trials, T, d)),
+                       np.zeros((trials, T, N)), np.full(trials, -1, dtype=np.int64))
+    backend.simulate_network(arrays, run, paths, **options)
+    return paths.z_out, paths.x_out, paths.blowup, paths.states
 
 
 def _max_rel_diff(a, b):

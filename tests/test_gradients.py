@@ -3,10 +3,11 @@ import numpy as np
 import pytest
 
 from ddm_numba.matching import (DriftData, FullGram, Packer, diffusion_loss_grad,
-                                full_loss_grad_samples, lowrank_loss_grad, lowrank_packer)
+                                lowrank_loss_grad, lowrank_packer)
 from ddm_numba.network import Network
 
 from conftest import rel_err
+from naive import full_loss_grad_samples
 
 
 def finite_difference(fun, x, step=1e-6):

@@ -40,6 +40,7 @@ def test_batched_full_kernel_equals_the_per_trial_kernel():
     noise, private noise, a record interval, and one trial that blows up (found at the same
     step, and the others unaffected). Three slabs of trials; bit-identical on 1 and 2 threads."""
     from ddm_numba.backends import cpu
+    from ddm_numba.backends.arrays import NetworkArrays, PathArrays, RunSettings
     from ddm_numba.rng import make_states
 
     rng = np.random.default_rng(2)
@@ -59,16 +60,17 @@ def test_batched_full_kernel_equals_the_per_trial_kernel():
     # further out, so it overflows after about 25 steps while the others stay finite
     x0[3] *= 1e300
 
-    def run(kernel, *extra):
+    # the kernels' own arguments: backends.arrays' tuples, Mᵀ, A and P as tuples of rows
+    net = NetworkArrays(cpu.rows(MT), c, cpu.rows(np.zeros((d, N))), WT, True, b, BinT, S0, R,
+                        True, 0.05, cpu.rows(P), 1.0)
+    run_settings = RunSettings(U, 3.0, steps, every, True)
+
+    def run(kernel):
         T = steps // every + 1
-        z = np.zeros((trials, T, d))
-        x = np.zeros((trials, T, N))
-        blowup = np.zeros(trials, dtype=np.int64)
-        kernel(x0.copy(), make_states(trials, 7), cpu.rows(MT), c, *([cpu.rows(np.zeros((d, N)))]
-               if kernel is cpu._simulate_network else []), WT,
-               *([True] if kernel is cpu._simulate_network else []), b, BinT, U, S0, R, True,
-               0.05, cpu.rows(P), 3.0, 1.0, steps, every, z, x, True, blowup, *extra)
-        return z, x, blowup
+        paths = PathArrays(x0.copy(), make_states(trials, 7), np.zeros((trials, T, d)),
+                           np.zeros((trials, T, N)), np.zeros(trials, dtype=np.int64))
+        kernel(net, run_settings, paths)
+        return paths.z_out, paths.x_out, paths.blowup
 
     z_ref, x_ref, bl_ref = run(cpu._simulate_network)
     before = numba.get_num_threads()

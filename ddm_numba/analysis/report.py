@@ -28,6 +28,7 @@ import numpy as np
 from .._version import __version__
 from ..errors import DDMError
 from ..network import Network, atomic_write, load_model
+from ..backends import DEFAULT_DEVICE
 from ..simulate import sample_network, sample_target, target_of
 from . import compare, connectivity, dynamics, estimators, fokker_planck, linear
 from .connectivity import LatentField
@@ -271,7 +272,7 @@ def comparison(system, target, net_side, traj_t, traj_n, burn_in, seed, stable_p
     return out
 
 
-def parts_report(net, trials, time, seed, burn_in, dt, budget=4e9):
+def parts_report(net, trials, time, seed, burn_in, dt, budget=4e9, device=DEFAULT_DEVICE):
     """Simulate the networks with W_s only and with W_a only (full connectivity: they leave the
     manifold) and read their latent state out; their projected drift fields come from LatentField.
 
@@ -294,7 +295,8 @@ def parts_report(net, trials, time, seed, burn_in, dt, budget=4e9):
         off = np.linalg.norm(F @ part.Q) / max(np.linalg.norm(F), 1e-300)
         info = {"off_manifold_rel": float(off)}
         try:
-            traj = sample_network(part, trials=trials, time=t_part, seed=seed, dt=dt)
+            traj = sample_network(part, trials=trials, time=t_part, seed=seed, dt=dt,
+                                  device=device)
             zs = traj.stationary_trials(min(burn_in, 0.5 * t_part))
             info["moments"] = compare.moments(zs)
             trajs[name] = traj
@@ -307,7 +309,8 @@ def parts_report(net, trials, time, seed, burn_in, dt, budget=4e9):
 # -- the whole analysis ------------------------------------------------------------------
 
 def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=None, figures=True,
-            lyapunov_time=None, lyapunov_rtol=None, system=None, progress=sys.stderr):
+            lyapunov_time=None, lyapunov_rtol=None, system=None, progress=sys.stderr,
+            device=DEFAULT_DEVICE):
     """Analyse a model (Network or path) and its target; write report.json and figures to out.
 
     trials, time, seed, dt: the sampling of network and target (same seeds, Euler–Maruyama at the
@@ -317,7 +320,8 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
     Lyapunov exponent (d ≥ 3; default 1000 time units), which integrates until its standard error
     is ≤ lyapunov_rtol |λ| (default 0.02) or the budget is spent; report["lyapunov"][side] has
     "mean", "stderr", "time" (integrated), "reached". system: the target, when the model was fitted to
-    a user's own system (a spec such as "my.py:Cubic", or a System). Returns the report as a
+    a user's own system (a spec such as "my.py:Cubic", or a System). device: where the network
+    is sampled ("cpu", "cuda", "auto": a GPU when one is usable). Returns the report as a
     JSON-able dict.
     """
     t_start = _time.perf_counter()
@@ -353,7 +357,8 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
 
     say(f"sampling {trials} trials × {time:g} time units (network and target)")
     dt = report["settings"]["dt"]
-    traj_n = sample_network(net, trials=trials, time=time, seed=seed, dt=dt)
+    traj_n = sample_network(net, trials=trials, time=time, seed=seed, dt=dt, device=device)
+    report["settings"]["device"] = traj_n.meta["device"]
     traj_t = sample_target(system, trials=trials, time=time, seed=seed, dt=dt) if system else None
     dt_rec = float(traj_n.t[1] - traj_n.t[0])
 
@@ -396,7 +401,8 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
                                           stable)
 
     say("symmetric-only and antisymmetric-only networks")
-    report["parts"], part_trajs = parts_report(net, trials, time, seed, burn_in, dt)
+    report["parts"], part_trajs = parts_report(net, trials, time, seed, burn_in, dt,
+                                               device=device)
     report["seconds"] = _time.perf_counter() - t_start
 
     if out is not None:

@@ -1,14 +1,27 @@
-"""Backends: the same primitives (loss+gradient, simulation) for each device (docs/model.md §7).
+"""Backends: the same primitives (losses, Gram statistics, simulation) for each device
+(docs/model.md §7, docs/architecture.md).
 
 ``cpu`` (numba njit) always; ``cuda`` (numba.cuda kernels: ``cuda_simulate``, ``cuda_loss``)
 when numba-cuda is installed and a GPU is usable — or under the CUDA simulator
 (NUMBA_ENABLE_CUDASIM=1), which the tests use to check the CUDA kernels without a GPU.
+
+``select(device)`` is the one place where a device is chosen: it returns the backend module —
+``backends.cpu`` or ``backends.cuda``, which define the functions of PRIMITIVES with the same
+signatures — and a line saying why. Callers then write each call once:
+
+    backend, why = select(device)
+    G, C, mean = backend.gram_statistics(z, u, Y, MT, c)
 """
+import importlib
+
 import numba
 
 from ..errors import DDMError
 
 DEVICES = ("cpu", "cuda", "auto")
+DEFAULT_DEVICE = "auto"       # API and CLI alike: a GPU when one is usable, else the CPU
+PRIMITIVES = ("drift_samples", "lowrank_drift_loss_grad", "gram_statistics",
+              "weighted_gram_statistics", "diffusion_loss_grad", "simulate_network")
 
 INSTALL_HINT = ('install GPU support with  pip install "ddm_numba[cuda12]"  (CUDA 12 drivers) '
                 'or  pip install "ddm_numba[cuda13]"')
@@ -65,3 +78,15 @@ def resolve_device(device):
     if usable and not simulator_enabled():
         return "cuda", f"auto: CUDA on {reason}"
     return "cpu", f"auto: CPU (numba), because {reason if not usable else 'the only CUDA here is the simulator'}"
+
+
+def select(device=DEFAULT_DEVICE):
+    """(backend module, reason) for a requested device ("cpu", "cuda" or "auto"); see
+    ``resolve_device``. The module is ``backends.cpu`` or ``backends.cuda``."""
+    name, why = resolve_device(device)
+    return importlib.import_module(f"{__name__}.{name}"), why
+
+
+def get(device=DEFAULT_DEVICE):
+    """The backend module for a device (``select`` without the reason)."""
+    return select(device)[0]

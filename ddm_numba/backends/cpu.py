@@ -8,12 +8,17 @@ results are bit-identical whatever the thread count. No N×K temporaries: a bloc
 
 Embeddings are passed transposed, MT = Mᵀ (d, N), so that loops over neurons are unit-stride.
 """
+from typing import NamedTuple
+
 import numpy as np
 from numba import prange
 from threadpoolctl import threadpool_limits
 
 from .._jit import kernel, phi
+from ..errors import DDMError
 from ..rng import normal_pair
+
+NAME = "cpu"
 
 BLOCK = 256
 WEIGHTED_BLOCK = 4096
@@ -64,8 +69,28 @@ def rows(X):
     return tuple(np.ascontiguousarray(X[a]) for a in range(X.shape[0]))
 
 
-def lowrank_drift_loss_grad(z, u, f, lam, A, bz, Bz, MT, c, tau):
-    """Low-rank drift loss and gradient (see ``_lowrank_drift_loss_grad``); A (d, N), Mᵀ (d, N)."""
+class DriftSamples(NamedTuple):
+    """Drift samples as the loss kernels read them: z (K, d), u (K, p), f (K, d), Λ = lam (d,)."""
+    z: np.ndarray
+    u: np.ndarray
+    f: np.ndarray
+    lam: np.ndarray
+
+
+def drift_samples(z, u, f, lam):
+    """The samples of a drift loss, made ready once for many evaluations (the CUDA twin keeps
+    them on the GPU); here, C-contiguous float64 host arrays."""
+    def host(a):
+        return np.ascontiguousarray(a, dtype=np.float64)
+    z = host(z)
+    u = host(u) if np.size(u) else np.zeros((z.shape[0], 0))
+    return DriftSamples(z, u, host(f), host(lam))
+
+
+def lowrank_drift_loss_grad(samples, A, bz, Bz, MT, c, tau):
+    """Low-rank drift loss and gradient (see ``_lowrank_drift_loss_grad``) on ``samples``
+    (drift_samples); A (d, N), Mᵀ (d, N). Returns (L, ∂L/∂A, ∂L/∂b_z, ∂L/∂B_z, ∂L/∂Mᵀ, ∂L/∂c)."""
+    z, u, f, lam = samples
     return _lowrank_drift_loss_grad(z, u, f, lam, rows(A), bz, Bz, rows(MT), c, tau)
 
 
@@ -228,61 +253,6 @@ def weighted_gram_statistics(z, Y, W, MT, c):
     return G / K, C / K
 
 
-@kernel(fastmath=_FAST)
-def full_drift_loss_grad(z, u, f, lam, WT, b, BinT, MT, c, P, Q, lam_perp, tau):
-    """Full-connectivity drift loss (docs/model.md §3b, §4d) per sample, and its gradient in W, b,
-    B_in.
-
-    With h_k = M z_k + c (fixed embedding), F_k = (1/τ)[−h_k + W φ(h_k) + b + B_in u_k]:
-        r_k = P F_k − f_k,      F⊥_k = Q F_k
-        L   = (1/K) Σ_k [ Σ_a Λ_a r_ka² + λ⊥ ‖F⊥_k‖² ]
-    Q is a symmetric idempotent projector, so ∂‖Q F‖²/∂F = 2 Q F = 2 F⊥. Hence
-        g_k = ∂L/∂F_k = (2/K) [ Pᵀ (Λ ⊙ r_k) + λ⊥ F⊥_k ]
-        ∂L/∂W = (1/τ) Σ_k g_k φ(h_k)ᵀ,  ∂L/∂b = (1/τ) Σ_k g_k,  ∂L/∂B_in = (1/τ) Σ_k g_k u_kᵀ.
-    Cost O(K N²) through BLAS on blocks of samples. Returns (L, ∂L/∂Wᵀ, ∂L/∂b, ∂L/∂B_inᵀ).
-    (Training uses the equivalent Gram form in matching.py; this form is the reference the tests
-    compare it with, and the per-sample shape the GPU backend follows.)
-    """
-    K, d = z.shape
-    N = c.shape[0]
-    p = u.shape[1]
-    loss = 0.0
-    gWT = np.zeros((N, N))
-    gb = np.zeros(N)
-    gBinT = np.zeros((p, N))
-    Phi_buf = np.empty((BLOCK, N))
-    for start in range(0, K, BLOCK):
-        stop = min(K, start + BLOCK)
-        nk = stop - start
-        Phi = Phi_buf[:nk]
-        H = z[start:stop] @ MT
-        for k in range(nk):
-            for i in range(N):
-                H[k, i] += c[i]
-                Phi[k, i] = phi(H[k, i])
-        F = Phi @ WT
-        if p > 0:
-            F += u[start:stop] @ BinT
-        for k in range(nk):
-            for i in range(N):
-                F[k, i] = (F[k, i] - H[k, i] + b[i]) / tau
-        Rr = F @ P.T
-        Fp = F @ Q
-        for k in range(nk):
-            for a in range(d):
-                r = Rr[k, a] - f[start + k, a]
-                loss += lam[a] * r * r
-                Rr[k, a] = lam[a] * r
-            for i in range(N):
-                loss += lam_perp * Fp[k, i] * Fp[k, i]
-        Gk = (Rr @ P + lam_perp * Fp) * (2.0 / (K * tau))
-        gWT += Phi.T @ Gk
-        gb += Gk.sum(axis=0)
-        if p > 0:
-            gBinT += u[start:stop].T @ Gk
-    return loss / K, gWT, gb, gBinT
-
-
 @kernel(parallel=True, fastmath=_FAST)
 def diffusion_loss_grad(z, Dt, S0, R, MT, c, D_private):
     """Diffusion loss (docs/model.md §3c, §4e) and its gradient in S0 and R.
@@ -392,25 +362,29 @@ def _private_noise(states, tr, x, scale):
         i += 2
 
 
-def simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, sigma_p, P,
-                     dt, tau, n_steps, every, z_out, x_out, save_x, blowup):
-    """Euler–Maruyama for the network (see ``_simulate_network``); Mᵀ, A (d, N) as 2-D arrays.
+def simulate_network(net, run, paths, dtype=np.float64, threads_per_block=None):
+    """Euler–Maruyama for the network (``_simulate_network``): backends.arrays' NetworkArrays,
+    RunSettings and PathArrays, as for every backend. Returns paths.blowup.
+
+    dtype and threads_per_block are the CUDA twin's options; this backend computes in float64
+    and has no thread blocks, so it accepts only their defaults.
+
+    Mᵀ, A and P go to the kernels as tuples of d rows (``rows``), so that loops over d unroll.
     Full connectivity goes to ``_simulate_full``, which steps all trials together."""
-    if full:
+    if np.dtype(dtype) != np.float64 or threads_per_block is not None:
+        raise DDMError("the CPU backend simulates in float64 and has no thread blocks: float32 "
+                       "and threads_per_block are for the CUDA backend (device='cuda')")
+    net = net._replace(MT=rows(net.MT), A=rows(net.A), P=rows(net.P))
+    if net.full:
         # one BLAS thread: the kernel's own threads each multiply a slab of trials (nested
         # BLAS and numba threads would oversubscribe the cores)
         with threadpool_limits(1, user_api="blas"):
-            return _simulate_full(x0, states, rows(MT), c, WT, b, BinT, U, S0, R, has_R,
-                                  sigma_p, rows(P), dt, tau, n_steps, every, z_out, x_out,
-                                  save_x, blowup)
-    return _simulate_network(x0, states, rows(MT), c, rows(A), WT, full, b, BinT, U, S0, R, has_R,
-                             sigma_p, rows(P), dt, tau, n_steps, every, z_out, x_out, save_x,
-                             blowup)
+            return _simulate_full(net, run, paths)
+    return _simulate_network(net, run, paths)
 
 
 @kernel(parallel=True, fastmath=_FAST)
-def _simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, sigma_p, P,
-                      dt, tau, n_steps, every, z_out, x_out, save_x, blowup):
+def _simulate_network(net, run, paths):
     """Euler–Maruyama for the network (docs/model.md §1, §6), one trial per prange iteration.
 
         x ← x + (dt/τ) [ −x + W φ(x) + b + B_in u(t) ] + √dt ( M S(x) ξ + σ_p η ),
@@ -426,6 +400,9 @@ def _simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, 
     x0 is overwritten with the final states and ``states`` advanced, so calling again with them
     continues the same paths (the sampler runs in chunks of steps: interruptible, with progress).
     """
+    MT, c, A, WT, full, b, BinT, S0, R, has_R, sigma_p, P, tau = net
+    U, dt, n_steps, every, save_x = run
+    x0, states, z_out, x_out, blowup = paths
     n_trials, N = x0.shape
     d = len(MT)
     m = S0.shape[1]
@@ -505,8 +482,7 @@ def _simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, 
 
 
 @kernel(parallel=True, fastmath=_FAST)
-def _simulate_full(x0, states, MT, c, WT, b, BinT, U, S0, R, has_R, sigma_p, P, dt, tau, n_steps,
-                   every, z_out, x_out, save_x, blowup):
+def _simulate_full(net, run, paths):
     """Euler–Maruyama with full connectivity: the same steps, numbers and records as
     ``_simulate_network`` with full = True, but all trials advance together.
 
@@ -518,6 +494,9 @@ def _simulate_full(x0, states, MT, c, WT, b, BinT, U, S0, R, has_R, sigma_p, P, 
     stream in the same order as the per-trial kernel, so the paths agree with it to rounding.
     A trial that stops being finite is stopped: its row of Φ is zeroed and it is no longer recorded.
     """
+    MT, c, _A, WT, _full, b, BinT, S0, R, has_R, sigma_p, P, tau = net
+    U, dt, n_steps, every, save_x = run
+    x0, states, z_out, x_out, blowup = paths
     n_trials, N = x0.shape
     d = len(MT)
     m = S0.shape[1]

@@ -1,34 +1,38 @@
-"""CUDA kernels (numba.cuda) for the drift losses and their gradients: the GPU twins of
-``cpu.lowrank_drift_loss_grad`` and ``cpu.full_drift_loss_grad`` (docs/model.md §3a, §3b, §4c–§4d,
-§7).
+"""CUDA kernels (numba.cuda) for training: the low-rank drift loss with its gradient and the Gram
+statistics of the closed-form solves, the GPU twins of ``cpu.lowrank_drift_loss_grad``,
+``cpu.gram_statistics`` and ``cpu.weighted_gram_statistics`` (docs/model.md §3a, §4c–§4d, §5, §7).
 
 Same signatures, same returned values (host numpy arrays, float64), computed on the device. The
 maths is the CPU kernels' (their docstrings derive it; it is repeated in plain text below), with
 one implementation of tanh: ``phi`` here is ``ddm_numba._jit.phi`` compiled as a device function,
 so both backends agree to rounding (the tests measure ≤ 1e-15 relative).
 
-Transfers. Each call copies the parameters to the device once (one packed float64 vector) and
-the result back once (loss and every gradient block in one vector). The samples z, u, f and the
-weights Λ can stay on the device across calls: wrap them once in ``DeviceDriftData`` and pass that
-object in place of ``z`` (with ``u``, ``f``, ``lam`` = None)::
+Transfers. Each loss call copies the parameters to the device once (one packed float64 vector)
+and the result back once (loss and every gradient block in one vector). The samples z, u, f and
+the weights Λ stay on the device across calls: ``drift_samples`` uploads them once, as a
+``DeviceDriftData``, which the loss takes in place of the CPU's host tuple::
 
-    data = DeviceDriftData(z, u, f, lam)          # one upload of the samples
+    data = drift_samples(z, u, f, lam)            # one upload of the samples
     for theta in optimizer:                        # e.g. each L-BFGS-B evaluation
-        loss, gA, gbz, gBz, gMT, gc = lowrank_drift_loss_grad(data, None, None, None,
-                                                              A, bz, Bz, MT, c, tau)
+        loss, gA, gbz, gBz, gMT, gc = lowrank_drift_loss_grad(data, A, bz, Bz, MT, c, tau)
 
 ``DeviceDriftData`` also keeps the scratch buffers (per-block partial sums, intermediates), so a
-training loop allocates device memory only on its first evaluation. Host arrays work too: the call
-then builds a temporary ``DeviceDriftData`` (and uploads the samples) itself.
+training loop allocates device memory only on its first evaluation.
+
+The Gram statistics (G = (1/K) Σ ψψᵀ and friends, O(K n²)) are where the full mode's training
+and learning from data spend their time: features for a chunk of samples, then tiled GEMMs that
+accumulate Ψᵀ Ψ over the chunks.
 
 Determinism. Sums over samples are taken per block in shared memory in a fixed order, written as
-per-block partials, and the partials are added by one more kernel in block order: no float atomics,
-so a call gives the same bits every time on a given GPU and launch configuration.
+per-block partials, and the partials are added by one more kernel in block order; the GEMMs give
+each output element one owner thread, which adds the chunks in order. No float atomics, so a call
+gives the same bits every time on a given GPU and launch configuration.
 
-Limits. d ≤ MAX_D and p ≤ MAX_P (they size per-thread and shared arrays at compile time, as a real
-GPU compiler requires); larger problems raise DDMError pointing to the CPU backend. N and K are
-free. Everything here compiles for sm_75+: constant-size local and shared arrays, no allocation in
-kernels, 256 threads per block, no warp shuffles (so the CUDA simulator runs the same code).
+Limits. d ≤ MAX_D and p ≤ MAX_P for the loss (they size per-thread and shared arrays at compile
+time, as a real GPU compiler requires); larger problems raise DDMError pointing to the CPU
+backend. N and K are free. Everything here compiles for sm_75+: constant-size local and shared
+arrays, no allocation in kernels, 256 threads per block, no warp shuffles (so the CUDA simulator
+runs the same code).
 """
 import numpy as np
 from numba import cuda, float64
@@ -36,12 +40,13 @@ from numba import cuda, float64
 from .cuda_simulate import phi  # _jit.phi compiled for CUDA, once for both backends
 from ..errors import DDMError
 
-__all__ = ["DeviceDriftData", "lowrank_drift_loss_grad", "full_drift_loss_grad", "MAX_D", "MAX_P"]
+__all__ = ["DeviceDriftData", "drift_samples", "lowrank_drift_loss_grad", "gram_statistics",
+           "weighted_gram_statistics", "MAX_D", "MAX_P"]
 
 MAX_D = 8          # latent dimensions the kernels accept (local/shared array sizes)
 MAX_P = 8          # inputs the kernels accept
 
-# Per-sample reductions over neurons (low-rank residual, full-mode loss): a block holds ROWS
+# Per-sample reductions over neurons (the low-rank residual): a block holds ROWS
 # samples × LANES neuron lanes; lane ℓ handles neurons ℓ, ℓ + LANES, ... (coalesced along a warp).
 LANES = 32
 ROWS = 8
@@ -49,7 +54,7 @@ ROWS = 8
 NT = 32
 SL = 8
 TARGET_CHUNKS = 64  # sample chunks per neuron tile (enough blocks to fill a GPU for N ~ 10³)
-# Tiled GEMM (full mode): a block computes a BM × BM output tile, each of its TB × TB threads a
+# Tiled GEMM (Gram statistics): a block computes a BM × BM output tile, each of its TB × TB threads a
 # RM × RM register tile (strided by TB, so shared reads broadcast and global stores coalesce).
 TB = 16
 RM = 4
@@ -61,9 +66,9 @@ LOADS = BM * BK // (TB * TB)       # elements of each slab one thread stages per
 NVAL = 1 + MAX_D + MAX_D * MAX_P   # loss, b_z and B_z terms of one sample (low-rank)
 NQ = 2 * MAX_D + 1                 # A, Mᵀ and c terms of one neuron (low-rank)
 THREADS = 256
-# Device memory for the full mode's per-chunk intermediates Ψ, F/G, [F Q, F Pᵀ] (bytes). The
-# samples are processed in chunks of this size: O(chunk · N) memory, never K × N.
-FULL_SCRATCH_BYTES = 1 << 28
+# Device memory for the Gram passes' per-chunk features Ψ (bytes). The samples are processed in
+# chunks of this size: O(chunk · N) memory, never K × N.
+GRAM_SCRATCH_BYTES = 1 << 28
 
 
 
@@ -101,10 +106,10 @@ def _host(x, name, shape):
 class DeviceDriftData:
     """Drift samples kept on the GPU across loss evaluations (docs/model.md §4, §5 step 3).
 
-    z (K, d), u (K, p) (p may be 0), f (K, d) and the weights Λ = lam (d,) are uploaded once. Pass
-    the object as the ``z`` argument of ``lowrank_drift_loss_grad`` / ``full_drift_loss_grad``
-    (with u, f, lam = None): an L-BFGS-B loop then moves only parameters and gradients. The object
-    also caches the kernels' scratch buffers, so it is not safe to share between threads.
+    z (K, d), u (K, p) (p may be 0), f (K, d) and the weights Λ = lam (d,) are uploaded once
+    (``drift_samples``). Pass the object as the samples of ``lowrank_drift_loss_grad``: an
+    L-BFGS-B loop then moves only parameters and gradients. The object also caches the kernels'
+    scratch buffers, so it is not safe to share between threads.
     """
 
     def __init__(self, z, u, f, lam):
@@ -142,15 +147,6 @@ class DeviceDriftData:
         buf = self.scratch(name, flat.shape)
         buf.copy_to_device(flat)
         return buf
-
-
-def _device_data(z, u, f, lam):
-    if isinstance(z, DeviceDriftData):
-        if u is not None or f is not None or lam is not None:
-            raise DDMError("with a DeviceDriftData as z, pass u, f and lam as None (the object "
-                           "holds them)")
-        return z
-    return DeviceDriftData(z, u, f, lam)
 
 
 def _views(buf, shapes):
@@ -319,7 +315,13 @@ def _lowrank_neuron_grad(z, E, A, MT, c, chunk, part):
             part[cuda.blockIdx.y, q * N + i] = tot
 
 
-def lowrank_drift_loss_grad(z, u, f, lam, A, bz, Bz, MT, c, tau):
+def drift_samples(z, u, f, lam):
+    """The samples of a drift loss, uploaded once for many evaluations (``DeviceDriftData``);
+    the twin of ``cpu.drift_samples``."""
+    return DeviceDriftData(z, u, f, lam)
+
+
+def lowrank_drift_loss_grad(samples, A, bz, Bz, MT, c, tau):
     """Low-rank drift loss (docs/model.md §3a, §4c) and its gradient, on the GPU.
 
     Same values as ``cpu.lowrank_drift_loss_grad``: for h_k = M z_k + c, φ = tanh,
@@ -330,8 +332,9 @@ def lowrank_drift_loss_grad(z, u, f, lam, A, bz, Bz, MT, c, tau):
         δ_k     = (Aᵀ e_k) ⊙ (1 − φ(h_k)²),   ∂L/∂M = Σ_k δ_k z_kᵀ,   ∂L/∂c = Σ_k δ_k
     Returns (L, ∂L/∂A, ∂L/∂b_z, ∂L/∂B_z, ∂L/∂Mᵀ, ∂L/∂c) as host arrays.
 
-    ``z`` may be a ``DeviceDriftData`` (then u, f, lam are None) so that repeated calls move only
-    the parameters (one upload) and the result (one download).
+    ``samples``: a ``DeviceDriftData`` (``drift_samples``), so that repeated calls move only the
+    parameters (one upload) and the result (one download), or host arrays (z, u, f, lam), uploaded
+    for this call.
 
     Layout: pass 1 (``_lowrank_residual``) gives each sample a row of LANES threads that sum A φ
     over neurons, so a sample's residual e_k needs no second pass over N; pass 2
@@ -340,7 +343,7 @@ def lowrank_drift_loss_grad(z, u, f, lam, A, bz, Bz, MT, c, tau):
     global memory, and each sample's z_k, e_k are read once per warp (broadcast). φ is recomputed
     in pass 2 (cheaper than storing K × N values). Cost O(K N d) per pass.
     """
-    data = _device_data(z, u, f, lam)
+    data = samples if isinstance(samples, DeviceDriftData) else DeviceDriftData(*samples)
     K, d, p = data.K, data.d, data.p
     A = _host(A, "A", (d, None))
     N = A.shape[1]
@@ -379,48 +382,37 @@ def lowrank_drift_loss_grad(z, u, f, lam, A, bz, Bz, MT, c, tau):
     return loss, rest[:d].copy(), gbz, gBz, rest[d:2 * d].copy(), rest[2 * d].copy()
 
 
-# -- full mode (docs/model.md §3b) ----------------------------------------------------------------
+# -- Gram statistics (docs/model.md §4d, §5) -------------------------------------------------------
 
 @cuda.jit(device=True, inline="always")  # inlined so that acc lives in registers
-def _tile_product(X, Y, trans_x, sX, sY, acc):
-    """acc[ii·RM + jj] = Σ_t opX[r, t] Y[t, s] for this thread's RM × RM outputs
-    r = BM·by + ty + TB·ii, s = BM·bx + tx + TB·jj, where opX = Xᵀ if trans_x else X.
+def _tile_product(X, Y, sX, sY, acc):
+    """acc[ii·RM + jj] = Σ_t X[t, r] Y[t, s] (a tile of Xᵀ Y) for this thread's RM × RM outputs
+    r = BM·by + ty + TB·ii, s = BM·bx + tx + TB·jj.
 
-    Classic shared-memory tiling: per step, the block stages a BM × BK slab of opX and a BK × BM
-    slab of Y (zero-padded at the edges) and every thread does RM² multiply-adds per pair of
-    shared loads. Summation runs over t in increasing order (deterministic).
+    Classic shared-memory tiling: per step, the block stages a BK × BM slab of X and one of Y
+    (zero-padded at the edges; both read along their rows, coalesced) and every thread does RM²
+    multiply-adds per pair of shared loads. Summation runs over t in increasing order
+    (deterministic).
     """
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
     tid = ty * TB + tx
     r0 = cuda.blockIdx.y * BM
     s0 = cuda.blockIdx.x * BM
-    if trans_x:
-        depth = X.shape[0]
-        m = X.shape[1]
-    else:
-        m = X.shape[0]
-        depth = X.shape[1]
+    depth = X.shape[0]
+    m = X.shape[1]
     n = Y.shape[1]
     for q in range(RM2):
         acc[q] = 0.0
     for t0 in range(0, depth, BK):
         for ell in range(LOADS):
             e = tid + TB * TB * ell
-            if trans_x:            # X is (depth, m): read along m (coalesced)
-                tt = e // BM
-                rr = e % BM
-                ok = t0 + tt < depth and r0 + rr < m
-                sX[tt, rr] = X[t0 + tt, r0 + rr] if ok else 0.0
-            else:                  # X is (m, depth): read along depth (coalesced)
-                rr = e // BK
-                tt = e % BK
-                ok = r0 + rr < m and t0 + tt < depth
-                sX[tt, rr] = X[r0 + rr, t0 + tt] if ok else 0.0
             tt = e // BM
-            ss = e % BM
-            ok = t0 + tt < depth and s0 + ss < n
-            sY[tt, ss] = Y[t0 + tt, s0 + ss] if ok else 0.0
+            rr = e % BM
+            ok = t0 + tt < depth and r0 + rr < m
+            sX[tt, rr] = X[t0 + tt, r0 + rr] if ok else 0.0
+            ok = t0 + tt < depth and s0 + rr < n
+            sY[tt, rr] = Y[t0 + tt, s0 + rr] if ok else 0.0
         cuda.syncthreads()
         for tt in range(BK):
             for ii in range(RM):
@@ -431,54 +423,13 @@ def _tile_product(X, Y, trans_x, sX, sY, acc):
 
 
 @cuda.jit
-def _full_features(z, u, MT, c, p, k0, Psi):
-    """Ψ[r] = ψ'_k = [φ(h_k); 1; u_k; z_k] for the chunk's samples k = k0 + r, h_k = M z_k + c.
-
-    With Θ' = [W, b − c, B_in, −M], τ F_k = −h_k + W φ(h_k) + b + B_in u_k = Θ' ψ'_k: the
-    network's drift for a whole chunk is one GEMM, and ∂L/∂[W, b, B_in] is the first N + 1 + p
-    rows of Ψᵀ G (docs/model.md §4d; its features ψ plus z, which carries −h's linear part).
-    """
-    i, r = cuda.grid(2)
-    N = c.shape[0]
-    d = z.shape[1]
-    if r < Psi.shape[0] and i < N + 1 + p + d:
-        k = k0 + r
-        if i < N:
-            h = c[i]
-            for j in range(d):
-                h += MT[j, i] * z[k, j]
-            Psi[r, i] = phi(h)
-        elif i == N:
-            Psi[r, i] = 1.0
-        elif i < N + 1 + p:
-            Psi[r, i] = u[k, i - N - 1]
-        else:
-            Psi[r, i] = z[k, i - N - 1 - p]
-
-
-@cuda.jit
-def _gemm_nn(X, Y, C, scale):
-    """C = scale · X Y (tiled). Used for τ F = Ψ Θ'ᵀ (scale 1/τ) and [F⊥, F Pᵀ] = F [Q, Pᵀ]."""
-    sX = cuda.shared.array((BK, BMP), float64)
-    sY = cuda.shared.array((BK, BMP), float64)
-    acc = cuda.local.array(RM2, float64)
-    _tile_product(X, Y, False, sX, sY, acc)
-    for ii in range(RM):
-        r = cuda.blockIdx.y * BM + cuda.threadIdx.y + TB * ii
-        for jj in range(RM):
-            s = cuda.blockIdx.x * BM + cuda.threadIdx.x + TB * jj
-            if r < C.shape[0] and s < C.shape[1]:
-                C[r, s] = acc[ii * RM + jj] * scale
-
-
-@cuda.jit
 def _gemm_tn(X, Y, C, accumulate):
-    """C = Xᵀ Y, or C += Xᵀ Y when accumulate (used for ∂L/∂Θᵀ += Ψᵀ G over sample chunks; each
-    element has one owner thread, so accumulation across launches needs no atomics)."""
+    """C = Xᵀ Y, or C += Xᵀ Y when accumulate (Gram sums over chunks of samples: each element
+    has one owner thread, so accumulation across launches needs no atomics)."""
     sX = cuda.shared.array((BK, BMP), float64)
     sY = cuda.shared.array((BK, BMP), float64)
     acc = cuda.local.array(RM2, float64)
-    _tile_product(X, Y, True, sX, sY, acc)
+    _tile_product(X, Y, sX, sY, acc)
     for ii in range(RM):
         r = cuda.blockIdx.y * BM + cuda.threadIdx.y + TB * ii
         for jj in range(RM):
@@ -490,142 +441,110 @@ def _gemm_tn(X, Y, C, accumulate):
                     C[r, s] = acc[ii * RM + jj]
 
 
+def _launch_gemm_tn(X, Y, C, accumulate):
+    """C (+)= Xᵀ Y: a grid of BM × BM output tiles, TB × TB threads each."""
+    _gemm_tn[(_blocks(C.shape[1], BM), _blocks(C.shape[0], BM)), (TB, TB)](X, Y, C, accumulate)
+
+
 @cuda.jit
-def _full_residual_grad(FpR, f, lam, P, k0, lam_perp, coef, G):
-    """G[r, i] = (2/(K τ)) [ Σ_a P[a, i] Λ_a r_ka + λ⊥ F⊥_ki ] = (1/τ) ∂L/∂F_k, with
-    F⊥_k = (F Q)[r] = FpR[r, :N] and r_k = (F Pᵀ)[r] − f_k = FpR[r, N:] − f_k."""
+def _features(z, u, MT, c, p, k0, Psi):
+    """Ψ[r] = ψ_k = [φ(h_k); 1; u_k] for the chunk's samples k = k0 + r, h_k = M z_k + c (the
+    features of cpu._features; a thread per (neuron, sample), x along neurons: coalesced)."""
     i, r = cuda.grid(2)
-    N = P.shape[1]
-    if r < G.shape[0] and i < N:
+    N = c.shape[0]
+    d = z.shape[1]
+    if r < Psi.shape[0] and i < N + 1 + p:
         k = k0 + r
-        s = 0.0
-        for a in range(P.shape[0]):
-            s += lam[a] * (FpR[r, N + a] - f[k, a]) * P[a, i]
-        G[r, i] = (s + lam_perp * FpR[r, i]) * coef
+        if i < N:
+            h = c[i]
+            for j in range(d):
+                h += MT[j, i] * z[k, j]
+            Psi[r, i] = phi(h)
+        elif i == N:
+            Psi[r, i] = 1.0
+        else:
+            Psi[r, i] = u[k, i - N - 1]
 
 
 @cuda.jit
-def _full_loss(FpR, f, lam, k0, lam_perp, N, part, block0):
-    """part[block0 + block] = Σ over the block's samples of Σ_a Λ_a r_ka² + λ⊥ ‖F⊥_k‖²
-    (ROWS samples × LANES neuron lanes; lane 0 adds the lanes' parts of ‖F⊥_k‖² in order)."""
-    t = cuda.threadIdx.x
-    lane = t % LANES
-    row = t // LANES
-    r = cuda.blockIdx.x * ROWS + row
-    nk = FpR.shape[0]
-    d = lam.shape[0]
-    acc = cuda.shared.array((ROWS, 1, LANES), float64)
-    sample = cuda.shared.array(ROWS, float64)
-    s = 0.0
-    if r < nk:
-        for i in range(lane, N, LANES):
-            s += FpR[r, i] * FpR[r, i]
-    acc[row, 0, lane] = s
-    cuda.syncthreads()
-    if lane == 0:
-        loss = 0.0
-        if r < nk:
-            for a in range(d):
-                ra = FpR[r, N + a] - f[k0 + r, a]
-                loss += lam[a] * ra * ra
-            loss += lam_perp * _lane_sum(acc, row, 0)
-        sample[row] = loss
-    cuda.syncthreads()
-    if t == 0:
-        tot = 0.0
-        for q in range(ROWS):
-            tot += sample[q]
-        part[block0 + cuda.blockIdx.x, 0] = tot
+def _weighted_rows(Psi, W, k0, a, out):
+    """out[r, i] = W[k0 + r, a] · Ψ[r, i]: the chunk's features weighted for output a."""
+    i, r = cuda.grid(2)
+    if r < out.shape[0] and i < out.shape[1]:
+        out[r, i] = W[k0 + r, a] * Psi[r, i]
 
 
-def _full_chunk(K, N, p, d):
-    """Samples per chunk: as many as FULL_SCRATCH_BYTES allows, a multiple of ROWS (so that loss
-    blocks never straddle chunks), at most K rounded up."""
-    per_sample = 8 * ((N + 1 + p + d) + N + (N + d))
-    chunk = max(ROWS, (FULL_SCRATCH_BYTES // per_sample) // ROWS * ROWS)
-    return min(chunk, _blocks(K, ROWS) * ROWS)
+class _GramPass:
+    """The common part of the Gram passes: the samples and embedding on the device, and the
+    features Ψ of one chunk of samples at a time (GRAM_SCRATCH_BYTES of them, at most)."""
+
+    def __init__(self, z, u, MT, c, columns):
+        _require_cuda()
+        z = _host(z, "z", (None, None))
+        K, d = z.shape
+        if K == 0:
+            raise DDMError("no samples: the Gram statistics need at least one")
+        u = _host(np.reshape(u, (K, -1)) if np.size(u) else np.zeros((K, 0)), "u", (K, None))
+        MT = _host(MT, "MT", (d, None))
+        N = MT.shape[1]
+        c = _host(c, "c", (N,))
+        self.K, self.N, self.p = K, N, u.shape[1]
+        self.n = N + 1 + self.p
+        self.z, self.MT, self.c = cuda.to_device(z), cuda.to_device(MT), cuda.to_device(c)
+        self.u = cuda.to_device(u if self.p else np.zeros((K, 1)))
+        per_sample = 8 * (2 * self.n + columns)    # Ψ, a weighted copy, the targets' share
+        self.chunk = int(max(1, min(K, GRAM_SCRATCH_BYTES // per_sample)))
+        self.Psi = cuda.device_array((self.chunk, self.n), np.float64)
+
+    def chunks(self):
+        """(k0, nk, Ψ of samples k0 … k0 + nk) for each chunk, in order."""
+        for k0 in range(0, self.K, self.chunk):
+            nk = min(self.chunk, self.K - k0)
+            Psi = self.Psi[:nk]
+            _features[(_blocks(self.n, 32), _blocks(nk, 8)), (32, 8)](
+                self.z, self.u, self.MT, self.c, self.p, k0, Psi)
+            yield k0, nk, Psi
 
 
-def full_drift_loss_grad(z, u, f, lam, WT, b, BinT, MT, c, P, Q, lam_perp, tau):
-    """Full-connectivity drift loss (docs/model.md §3b, §4d) and its gradient in W, b, B_in, on the
-    GPU.
+def gram_statistics(z, u, Y, MT, c):
+    """The twin of ``cpu.gram_statistics``, on the GPU: with ψ_k = [φ(M z_k + c); 1; u_k],
+        G = (1/K) Σ_k ψ_k ψ_kᵀ,   C = (1/K) Σ_k ψ_k Y_kᵀ,   ψ̄ = (1/K) Σ_k ψ_k,
+    as host arrays. Per chunk of samples: Ψ by ``_features``, then G += Ψᵀ Ψ, C += Ψᵀ Y and
+    ψ̄ += Ψᵀ 1 by the tiled GEMM (O(chunk · n²), where the GPU pays)."""
+    g = _GramPass(z, u, MT, c, columns=np.shape(Y)[1] if np.ndim(Y) == 2 else 0)
+    Y = cuda.to_device(_host(Y, "Y", (g.K, None)))
+    ones = cuda.to_device(np.ones((g.chunk, 1)))
+    G = cuda.device_array((g.n, g.n), np.float64)
+    C = cuda.device_array((g.n, Y.shape[1]), np.float64)
+    mean = cuda.device_array((g.n, 1), np.float64)
+    for k0, nk, Psi in g.chunks():
+        _launch_gemm_tn(Psi, Psi, G, k0 > 0)
+        if Y.shape[1]:
+            _launch_gemm_tn(Psi, Y[k0:k0 + nk], C, k0 > 0)
+        _launch_gemm_tn(Psi, ones[:nk], mean, k0 > 0)
+    K = g.K
+    C_host = C.copy_to_host() / K if Y.shape[1] else np.zeros((g.n, 0))
+    return G.copy_to_host() / K, C_host, mean.copy_to_host()[:, 0] / K
 
-    Same values as ``cpu.full_drift_loss_grad``. With h_k = M z_k + c (fixed embedding),
-    ψ_k = [φ(h_k); 1; u_k], Θ = [W, b, B_in] and F_k = (1/τ) [Θ ψ_k − h_k]:
-        r_k = P F_k − f_k,   F⊥_k = Q F_k
-        L   = (1/K) Σ_k [ Σ_a Λ_a r_ka² + λ⊥ ‖F⊥_k‖² ]
-        g_k = ∂L/∂F_k = (2/K) [ Pᵀ (Λ ⊙ r_k) + λ⊥ F⊥_k ]      (Q symmetric idempotent)
-        ∂L/∂Θ = (1/τ) Σ_k g_k ψ_kᵀ,  i.e. ∂L/∂W = (1/τ) Σ g_k φ(h_k)ᵀ, ∂L/∂b = (1/τ) Σ g_k,
-        ∂L/∂B_in = (1/τ) Σ g_k u_kᵀ.
-    Returns (L, ∂L/∂Wᵀ, ∂L/∂b, ∂L/∂B_inᵀ) as host arrays. ``z`` may be a ``DeviceDriftData``.
 
-    Layout: three tiled GEMMs per chunk of samples (O(chunk · N²) each, where the GPU pays), with
-    features ψ'_k = [φ(h_k); 1; u_k; z_k] (rows of Ψ) and Θ' = [W, b − c, B_in, −M], so that
-    τ F_k = Θ' ψ'_k (the −h_k = −M z_k − c term folded into the product):
-        F          = (1/τ) Ψ Θ'ᵀ                 (chunk × N)
-        [F⊥, F Pᵀ] = F [Q, Pᵀ]                   (chunk × (N + d))
-        ∂L/∂Θᵀ    (+)= Ψ[:, :N+1+p]ᵀ G,  G = g/τ  ((N + 1 + p) × N: ∂L/∂b and ∂L/∂B_in are the
-                                                   rows of the constant and input features)
-    plus elementwise kernels for Ψ and G and a per-sample loss reduction (ROWS samples × LANES
-    neuron lanes, shared-memory sums in fixed order). The GEMMs are 64 × 64 output tiles per block of 16 × 16
-    threads, 4 × 4 outputs per thread in registers, staged through shared memory 16 deep.
-    Chunks keep device memory at O(chunk · N) (FULL_SCRATCH_BYTES), never K × N; ∂L/∂Θᵀ
-    accumulates over chunks in place (one owner thread per element).
-    """
-    data = _device_data(z, u, f, lam)
-    K, d, p = data.K, data.d, data.p
-    WT = _host(WT, "WT", (None, None))
-    N = WT.shape[0]
-    if N == 0:
-        raise DDMError("WT is empty: the network needs at least one neuron")
-    WT = _host(WT, "WT", (N, N))
-    b = _host(b, "b", (N,))
-    BinT = _host(BinT, "BinT", (p, N)) if p else np.zeros((0, N))
-    MT = _host(MT, "MT", (d, N))
-    c = _host(c, "c", (N,))
-    P = _host(P, "P", (d, N))
-    Q = _host(Q, "Q", (N, N))
-    lam_perp = float(lam_perp)
-    tau = float(tau)
-    n_psi = N + 1 + p      # rows of ∂L/∂Θᵀ = [∂L/∂Wᵀ; ∂L/∂bᵀ; ∂L/∂B_inᵀ]
-    n_feat = n_psi + d     # ψ' = [φ(h); 1; u; z]
-    shapes = [(n_feat, N), (N, N + d), (d, N), (d, N), (N,)]
-    ThetaT = np.concatenate([WT.ravel(), b - c, BinT.ravel(), -MT.ravel()])   # Θ'ᵀ
-    QPT = np.concatenate([Q, P.T], axis=1)
-    packed = np.concatenate([ThetaT, QPT.ravel(), P.ravel(), MT.ravel(), c])
-    dThetaT, dQPT, dP, dMT, dc = _views(data.upload("full.theta", packed), shapes)
-
-    chunk = _full_chunk(K, N, p, d)
-    Psi_buf = data.scratch("full.Psi", (chunk, n_feat))
-    F_buf = data.scratch("full.F", (chunk, N))
-    FpR_buf = data.scratch("full.FpR", (chunk, N + d))
-    part = data.scratch("full.part", (_blocks(K, ROWS), 1))
-    out = data.scratch("full.out", (1 + n_psi * N,))
-    gThetaT = out[1:].reshape(n_psi, N)
-    coef = 2.0 / (K * tau)
-
-    ew_block = (32, 8)   # elementwise kernels: x over neurons (coalesced), y over samples
-    for k0 in range(0, K, chunk):
-        nk = min(chunk, K - k0)
-        Psi = Psi_buf[:nk]
-        F = F_buf[:nk]
-        FpR = FpR_buf[:nk]
-        _full_features[(_blocks(n_feat, 32), _blocks(nk, 8)), ew_block](
-            data.z, data.u, dMT, dc, p, k0, Psi)
-        _gemm_nn[(_blocks(N, BM), _blocks(nk, BM)), (TB, TB)](Psi, dThetaT, F, 1.0 / tau)
-        _gemm_nn[(_blocks(N + d, BM), _blocks(nk, BM)), (TB, TB)](F, dQPT, FpR, 1.0)
-        _full_loss[_blocks(nk, ROWS), ROWS * LANES](
-            FpR, data.f, data.lam, k0, lam_perp, N, part, k0 // ROWS)
-        # G overwrites F: F is not needed once F [Q, Pᵀ] is formed
-        _full_residual_grad[(_blocks(N, 32), _blocks(nk, 8)), ew_block](
-            FpR, data.f, data.lam, dP, k0, lam_perp, coef, F)
-        # the z columns of Ψ are left out: their rows of Ψᵀ G would be ∂L/∂(−M), not wanted here
-        _gemm_tn[(_blocks(N, BM), _blocks(n_psi, BM)), (TB, TB)](
-            Psi[:, :n_psi], F, gThetaT, k0 > 0)
-    _launch_sum_rows(part, out, 0)
-    flat = out.copy_to_host()
-
-    loss = flat[0] / K
-    g = flat[1:].reshape(n_psi, N)
-    return loss, g[:N].copy(), g[N].copy(), g[N + 1:].copy()
-
+def weighted_gram_statistics(z, Y, W, MT, c):
+    """The twin of ``cpu.weighted_gram_statistics``, on the GPU: with ψ_k = [φ(M z_k + c); 1],
+        G_a = (1/K) Σ_k W_ka ψ_k ψ_kᵀ  (q, n, n),   C[:, a] = (1/K) Σ_k W_ka ψ_k Y_ka  (n, q).
+    Per chunk and output a: the weighted features W_a ⊙ Ψ (``_weighted_rows``), then
+    G_a += (W_a ⊙ Ψ)ᵀ Ψ and C_a += (W_a ⊙ Ψ)ᵀ Y_a by the tiled GEMM."""
+    z = _host(z, "z", (None, None))
+    K = z.shape[0]
+    Y = _host(Y, "Y", (K, None))
+    q = Y.shape[1]
+    W = _host(W, "W", (K, q))
+    g = _GramPass(z, np.zeros((K, 0)), MT, c, columns=2 * q)
+    dY, dW = cuda.to_device(Y), cuda.to_device(W)
+    G = cuda.device_array((q, g.n, g.n), np.float64)
+    C = cuda.device_array((q, g.n, 1), np.float64)
+    Pw = cuda.device_array((g.chunk, g.n), np.float64)
+    for k0, nk, Psi in g.chunks():
+        for a in range(q):
+            _weighted_rows[(_blocks(g.n, 32), _blocks(nk, 8)), (32, 8)](Psi, dW, k0, a, Pw[:nk])
+            _launch_gemm_tn(Pw[:nk], Psi, G[a], k0 > 0)
+            _launch_gemm_tn(Pw[:nk], dY[k0:k0 + nk, a:a + 1], C[a], k0 > 0)
+    return G.copy_to_host() / K, C.copy_to_host()[:, :, 0].T.copy() / K

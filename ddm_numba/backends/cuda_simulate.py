@@ -138,8 +138,7 @@ def _kernel(tpb, precision):
             s //= 2
 
     @cuda.jit
-    def simulate(x, states, words, eta, drive, ph, MT, c, A, WT, full, b, BinT, U, p, S0, m, R,
-                 has_R, sigma_p, P, dt, tau, sqdt, n_steps, every, z_out, x_out, save_x, blowup):
+    def simulate(work, net, run, paths):
         """Euler–Maruyama for trial blockIdx.x (docs/model.md §1, §3, §6), in place on x[trial]:
 
             x ← x + (dt/τ) [ −x + W φ(x) + b + B_in u(t) ] + √dt ( M S(x) ξ + σ_p η ),
@@ -147,8 +146,15 @@ def _kernel(tpb, precision):
         with W φ = M (A φ) in low-rank mode (full = False) and Wᵀ given in full mode. Records
         z = P (x − c) (and x if save_x) at steps 0, every, 2·every, ...; blowup[trial] = the first
         recorded step whose z is not finite (the trial stops there), else −1.
-        Work arrays (device, per trial): words (⌈N/2⌉, 2) uint64, eta (N,), drive (N,), ph (N,).
+        net, run, paths: backends.arrays' NetworkArrays, RunSettings and PathArrays of device
+        arrays and scalars in the working precision. ``work``: what the host derives for the
+        kernel, the work arrays (device, a row per trial: words (⌈N/2⌉, 2) uint64, eta (N,),
+        drive (N,), ph (N,)), p and m (zero-size arrays travel as one zero element) and √dt.
         """
+        words, eta, drive, ph, p, m, sqdt = work
+        MT, c, A, WT, full, b, BinT, S0, R, has_R, sigma_p, P, tau = net
+        U, dt, n_steps, every, save_x = run
+        x, states, z_out, x_out, blowup = paths
         tr = cuda.blockIdx.x
         t = cuda.threadIdx.x
         N = x.shape[1]
@@ -300,12 +306,12 @@ def _pow2(n):
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, sigma_p, P,
-                     dt, tau, n_steps, every, z_out, x_out, save_x, blowup, dtype=np.float64,
-                     threads_per_block=None):
+def simulate_network(net, run, paths, dtype=np.float64, threads_per_block=None):
     """Euler–Maruyama for the network on a CUDA GPU; the twin of ``cpu.simulate_network``
-    (docs/model.md §6–7): the same arguments and the same results, written into z_out, x_out (if
-    save_x) and blowup, with `states` advanced in place. Returns blowup.
+    (docs/model.md §6–7): the same arguments (backends.arrays' NetworkArrays, RunSettings,
+    PathArrays) and the same results, written into paths.z_out, paths.x_out (if run.save_x) and
+    paths.blowup, with paths.x left holding the final states and paths.states advanced in place.
+    Returns paths.blowup.
 
     dtype: np.float64 (paths equal to the CPU's to rounding) or np.float32 (state, weights and
     arithmetic in float32; the same random numbers, rounded). threads_per_block: a power of two
@@ -314,8 +320,8 @@ def simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, s
     precision = np.dtype(dtype)
     if precision not in (np.float64, np.float32):
         raise DDMError(f"CUDA simulation runs in float64 or float32, not {precision}")
-    n_trials, N = x0.shape
-    d, m, p = MT.shape[0], S0.shape[1], BinT.shape[0]
+    n_trials, N = paths.x.shape
+    d, m, p = net.MT.shape[0], net.S0.shape[1], net.BinT.shape[0]
     if d > MAX_D or m > MAX_M:
         raise DDMError(f"the CUDA kernels handle d <= {MAX_D} latent dimensions and m <= {MAX_M} "
                        f"noise channels (this network: d = {d}, m = {m}); use the CPU backend "
@@ -327,10 +333,11 @@ def simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, s
         if tpb < 1 or tpb > MAX_TPB or tpb & (tpb - 1):
             raise DDMError(f"threads_per_block must be a power of two in [1, {MAX_TPB}], "
                            f"got {tpb}")
+    states = paths.states
     if states.shape != (n_trials, 2) or states.dtype != np.uint64:
         raise DDMError(f"states must be a ({n_trials}, 2) uint64 array (rng.make_states)")
     if n_trials == 0:
-        return blowup
+        return paths.blowup
     real = precision.type
 
     def dev(a):
@@ -339,29 +346,31 @@ def simulate_network(x0, states, MT, c, A, WT, full, b, BinT, U, S0, R, has_R, s
         a = np.ascontiguousarray(a, dtype=precision)
         return cuda.to_device(a if a.size else np.zeros((1,) * a.ndim, precision))
 
-    sigma_p = float(sigma_p)
-    x = dev(x0)
-    d_states = cuda.to_device(np.ascontiguousarray(states))
+    full, sigma_p, save_x = bool(net.full), float(net.sigma_p), bool(run.save_x)
     n_pairs = (N + 1) // 2
     # (the kernel takes the view words[trial] whether or not it uses it: one row per trial)
-    words = cuda.device_array((n_trials, n_pairs if sigma_p > 0 else 1, 2), np.uint64)
-    eta = cuda.device_array((n_trials, N) if sigma_p > 0 else (1, 1), precision)
-    drive = cuda.device_array((n_trials, N) if full else (1, 1), precision)
-    ph = cuda.device_array((n_trials, N), precision)
-    d_z = dev(z_out)
-    d_x = dev(x_out) if save_x else cuda.device_array((1, 1, 1), precision)
-    d_blowup = cuda.to_device(np.ascontiguousarray(blowup, dtype=np.int64))
-    A_dev = dev(A) if not full else dev(np.zeros((1, 1)))   # only one of A and Wᵀ is read
-    WT_dev = dev(WT) if full else dev(np.zeros((1, 1)))
-    R_dev = dev(R) if has_R else dev(np.zeros((1, 1, 1)))
-    _kernel(tpb, precision.name)[n_trials, tpb](
-        x, d_states, words, eta, drive, ph, dev(MT), dev(c), A_dev, WT_dev, bool(full), dev(b),
-        dev(BinT), dev(U), p, dev(S0), m, R_dev, bool(has_R), real(sigma_p), dev(P), real(dt),
-        real(tau), real(np.sqrt(dt)), int(n_steps), int(every), d_z, d_x, bool(save_x), d_blowup)
-    states[...] = d_states.copy_to_host()
-    x0[...] = x.copy_to_host()     # the final states: a run goes on in chunks, as on the CPU
-    z_out[...] = d_z.copy_to_host()
+    work = (cuda.device_array((n_trials, n_pairs if sigma_p > 0 else 1, 2), np.uint64),
+            cuda.device_array((n_trials, N) if sigma_p > 0 else (1, 1), precision),
+            cuda.device_array((n_trials, N) if full else (1, 1), precision),
+            cuda.device_array((n_trials, N), precision), p, m, real(np.sqrt(run.dt)))
+    # only one of A and Wᵀ is read; R only when has_R
+    d_net = net._replace(
+        MT=dev(net.MT), c=dev(net.c), A=dev(net.A) if not full else dev(np.zeros((1, 1))),
+        WT=dev(net.WT) if full else dev(np.zeros((1, 1))), full=full, b=dev(net.b),
+        BinT=dev(net.BinT), S0=dev(net.S0),
+        R=dev(net.R) if net.has_R else dev(np.zeros((1, 1, 1))), has_R=bool(net.has_R),
+        sigma_p=real(sigma_p), P=dev(net.P), tau=real(net.tau))
+    d_run = run._replace(U=dev(run.U), dt=real(run.dt), n_steps=int(run.n_steps),
+                         every=int(run.every), save_x=save_x)
+    d_paths = paths._replace(
+        x=dev(paths.x), states=cuda.to_device(np.ascontiguousarray(states)), z_out=dev(paths.z_out),
+        x_out=dev(paths.x_out) if save_x else cuda.device_array((1, 1, 1), precision),
+        blowup=cuda.to_device(np.ascontiguousarray(paths.blowup, dtype=np.int64)))
+    _kernel(tpb, precision.name)[n_trials, tpb](work, d_net, d_run, d_paths)
+    states[...] = d_paths.states.copy_to_host()
+    paths.x[...] = d_paths.x.copy_to_host()   # the final states: a run goes on in chunks
+    paths.z_out[...] = d_paths.z_out.copy_to_host()
     if save_x:
-        x_out[...] = d_x.copy_to_host()
-    blowup[...] = d_blowup.copy_to_host()
-    return blowup
+        paths.x_out[...] = d_paths.x_out.copy_to_host()
+    paths.blowup[...] = d_paths.blowup.copy_to_host()
+    return paths.blowup

@@ -42,7 +42,7 @@ import time
 import numpy as np
 
 from .._version import __version__
-from ..backends import cpu
+from ..backends import DEFAULT_DEVICE, cpu, select
 from ..errors import DDMError, checked_number as _number
 from ..matching import _tau, fit_memory, initial_embedding, relative_error
 from ..network import Network
@@ -213,6 +213,7 @@ class _Ridge:
     """Ridge decoders on increments from Gram statistics, their penalty chosen by cross-validation
     over folds of trials.
 
+    The Gram passes run on ``backend`` (backends.cpu or backends.cuda).
     Features ψ = [φ(M z + c); 1], targets Y = τ y + z (so that τ f_net = Θ ψ − z, as in
     matching.ridge_decoders). The pairs come in folds of whole trials: the held-out trials are
     fold 0, the training trials folds 1 … k−1 (``fold``, one label per training pair). Each fold j
@@ -235,7 +236,7 @@ class _Ridge:
     weighted errors the training minimizes.
     """
 
-    def __init__(self, M, c, z, y, fold, zv, yv, lam, tau, weights=None):
+    def __init__(self, M, c, z, y, fold, zv, yv, lam, tau, weights=None, backend=cpu):
         self.N, self.tau, self.lam = M.shape[0], tau, lam
         self.M, self.c = M, c
         self.weights = weights          # None, or (w (K, d), w_v (K_v, d)): see _noise_weights
@@ -251,13 +252,13 @@ class _Ridge:
             zj = self._zv if j == 0 else np.ascontiguousarray(self._z[self._rows[j]])
             Yj = tau * (yv if j == 0 else y[self._rows[j]]) + zj
             if weights is None:
-                G, C, _ = cpu.gram_statistics(zj, np.zeros((len(zj), 0)),
-                                              np.ascontiguousarray(Yj), self._MT, self.c)
+                G, C, _ = backend.gram_statistics(zj, np.zeros((len(zj), 0)),
+                                                  np.ascontiguousarray(Yj), self._MT, self.c)
                 wj = 1.0
             else:                       # one Gram matrix per output: G (d, n, n)
                 wj = weights[1] if j == 0 else weights[0][self._rows[j]]
-                G, C = cpu.weighted_gram_statistics(zj, np.ascontiguousarray(Yj),
-                                                    np.ascontiguousarray(wj), self._MT, self.c)
+                G, C = backend.weighted_gram_statistics(zj, np.ascontiguousarray(Yj),
+                                                        np.ascontiguousarray(wj), self._MT, self.c)
             self.Gs.append(G * len(zj))
             self.Cs.append(C * len(zj))
             self.Ss.append(np.sum(wj * Yj ** 2, axis=0))
@@ -348,7 +349,8 @@ MAX_SUBSTEPS = 64   # RK4 steps per sampling interval: beyond this the flow map 
 
 def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, substeps=0,
              refine_iter=100, refine_pairs=100000, state_noise=False, max_pairs=2000000,
-             gain=None, ito=True, weighted=True, truth=None, progress=sys.stderr):
+             gain=None, ito=True, weighted=True, truth=None, progress=sys.stderr,
+             device=DEFAULT_DEVICE):
     """Fit a low-rank network to observed trajectories (increment matching + adjoint refinement).
 
     data: a trajectory file (``t``, ``z`` (trials, T, d)) or Trajectories. reg: ridge penalty
@@ -360,8 +362,9 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
     (E[Δz|z]/Δt = f + (Δt/2) L f). weighted: weight each output's increments by the inverse of
     its noise variance, modelled over the states (maximum likelihood where the noise depends on
     the state; uniform where it does not). truth: a system spec to score against (default: the one named in the
-    file's metadata, if any; False for none). Returns the Network; ``meta["fit"]`` holds the
-    held-out figures.
+    file's metadata, if any; False for none). device: where the Gram passes of increment matching
+    run ("cpu", "cuda", "auto": a GPU when one is usable); the refinement and the diffusion polish
+    run on the CPU. Returns the Network; ``meta["fit"]`` holds the held-out figures.
     """
     t_start = time.perf_counter()
 
@@ -369,6 +372,7 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
         if progress is not None:
             print(msg, file=progress, flush=True)
 
+    backend, device_reason = select(device)
     N = _number(neurons, "neurons", 1, integer=True)
     tau = _tau(tau)
     seed = _number(seed, "seed", 0, 2**63 - 1, integer=True)
@@ -436,7 +440,8 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
         subv = _subset(len(v0), SELECT_PAIRS // 4, rng)
         for s in gains:
             M, c = embedding(s)
-            ridge = _Ridge(M, c, z0[sub], y[sub], fold[sub], v0[subv], yv[subv], lam, tau)
+            ridge = _Ridge(M, c, z0[sub], y[sub], fold[sub], v0[subv], yv[subv], lam, tau,
+                           backend=backend)
             reg_s, theta, scores = ridge.choose(path)
             score = [s, float(np.sum(ridge.cross_validation_error(reg_s)))]
             if state_noise:
@@ -460,7 +465,7 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
             gain_scores.append(score)
         gain = _choose_gain(gain_scores)
     M, c = embedding(gain)
-    ridge = _Ridge(M, c, z0, y, fold, v0, yv, lam, tau)
+    ridge = _Ridge(M, c, z0, y, fold, v0, yv, lam, tau, backend=backend)
     reg, theta, scores = ridge.choose(path)
     A, b_z = theta[:, :N], theta[:, N]
     noise_info = None
@@ -470,7 +475,8 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
         w, wv, noise_info = _noise_weights(ridge, z1 - z0 - _drift(A, b_z, M, c, tau, z0) * dt,
                                            v1 - v0 - _drift(A, b_z, M, c, tau, v0) * dt, dt)
         if w is not None:
-            ridge = _Ridge(M, c, z0, y, fold, v0, yv, lam, tau, weights=(w, wv))
+            ridge = _Ridge(M, c, z0, y, fold, v0, yv, lam, tau, weights=(w, wv),
+                           backend=backend)
             reg, theta, scores = ridge.choose(path)
             A, b_z = theta[:, :N], theta[:, N]
     if ito:
@@ -571,8 +577,10 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
                  "train_pairs": int(len(z0)), "held_out_pairs": int(len(v0)),
                  "domain": domain.tolist(),
                  "region_of_figures": "held-out points within the 0.5–99.5% quantile box"},
-        "training": {"mode": "lowrank", "neurons": N, "seed": seed, "tau": tau, "reg": reg.tolist(), "gain": gain,
+        "training": {"mode": "lowrank", "neurons": N, "seed": seed, "tau": tau,
+                     "reg": reg.tolist(), "gain": gain,
                      "substeps": int(substeps), "state_noise": bool(state_noise),
+                     "device": backend.NAME, "device_reason": device_reason,
                      "stages": stages, "seconds": time.perf_counter() - t_start,
                      "from_data": True},
         "fit": figures,
