@@ -42,6 +42,15 @@ class Network:
         # Q = I − M P is not stored: it is N×N (512 MB at N = 8192); project_off applies it
         self.P = np.linalg.solve(self.M.T @ self.M, self.M.T)
 
+    def with_noise(self, S0, R):
+        """This network with the noise S(h) = S0 + R φ(h) instead: a new Network with the same
+        drift, embedding and σ_p, and a copy of meta. This one is left as it is.
+
+        The fits find the diffusion after the drift, from the drift network's embedding; they
+        build the final network with this rather than set S0 and R on one already built.
+        """
+        return Network(meta=self.meta, **dict(self._arrays(), S0=S0, R=R))
+
     # -- sizes and derived quantities ------------------------------------------------------
     N = property(lambda self: self.M.shape[0])
     d = property(lambda self: self.M.shape[1])
