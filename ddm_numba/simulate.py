@@ -514,7 +514,7 @@ def sample_target(system, trials=100, time=100.0, seed=0, dt=None, record_every=
 
 
 Pair = collections.namedtuple("Pair", "network target")
-Pair.__doc__ = """The network and its target sampled side by side (sample_pair): two Trajectories."""
+Pair.__doc__ = """The network and its target sampled side by side (sample_pair): Trajectories."""
 
 
 def sample_pair(net, system=None, trials=100, time=100.0, seed=0, dt=None, record_every=None,
