@@ -150,7 +150,9 @@ def run_full(prob, frameworks, args):
     t0 = time.perf_counter()
     H, Phi = bl.full_features(data.z, M, c)
     extra["features_ms"] = 1e3 * (time.perf_counter() - t0)
-    npdata = {"H": H, "Phi": Phi, "f": data.f, "lam": data.lam, "P": net.P, "Q": net.Q,
+    # the baselines take the dense projector; the Network no longer stores one
+    Q = np.eye(N) - M @ net.P
+    npdata = {"H": H, "Phi": Phi, "f": data.f, "lam": data.lam, "P": net.P, "Q": Q,
               "tau": data.tau, "lam_perp": lam_perp}
     prm = {"W": prob["W"], "b": prob["b"]}
     calls = {"ddm_numba": ours}

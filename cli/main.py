@@ -319,8 +319,8 @@ def sample(model, out, trials, duration, seed, dt, record_every, inputs, save_ne
     from ddm_numba._jit import compile_notices
     from ddm_numba.network import atomic_write
     from ddm_numba.resources import human
-    from ddm_numba.simulate import (MAX_RECORD_BYTES, run_steps, parse_input,
-                                    sample_network, sample_target, target_of)
+    from ddm_numba.simulate import (MAX_RECORD_BYTES, run_steps, parse_input, sample_network,
+                                    sample_pair, sample_target, target_of)
     _check_out(out, "trajectory", ".npz", [("model", model)])
     if plot:
         _check_out(plot, "plot", ".png", [("model", model)], option="--plot")
@@ -347,23 +347,24 @@ def sample(model, out, trials, duration, seed, dt, record_every, inputs, save_ne
     kw = dict(trials=trials, time=duration, seed=seed, dt=dt or None,
               record_every=record_every or None, inputs=schedule, progress=progress)
     t0 = time.perf_counter()
-    if target:
+    if plot:        # the plot sets the network beside the target: one pair, same seeds
+        pair = sample_pair(net, system, save_neurons=save_neurons, device=device, dtype=dtype,
+                           **kw)
+        traj = pair.target if target else pair.network
+    elif target:
         traj = sample_target(system, **kw)
     else:
         traj = sample_network(net, save_neurons=save_neurons, device=device, dtype=dtype, **kw)
-        if progress is not None:
-            click.echo(f"device: {traj.meta['device_reason']}", err=True)
     seconds = time.perf_counter() - t0
+    if progress is not None and not target:
+        click.echo(f"device: {traj.meta['device_reason']}", err=True)
     png = None
     if plot:
-        other = (sample_network(net, device=device, dtype=dtype, **kw) if target
-                 else sample_target(system, **kw))
-        runs = [("network", other), ("target", traj)] if target else \
-            [("network", traj), ("target", other)]
         b = burn_in if burn_in >= 0 else 0.1 * duration
         from ddm_numba.plotting import plot_comparison
-        png = plot_comparison(None, runs, b, title=f"{system.name}: N={net.N} {net.mode} "
-                              "network vs target, same seeds")
+        png = plot_comparison(None, [("network", pair.network), ("target", pair.target)], b,
+                              title=f"{system.name}: N={net.N} {net.mode} network vs target, "
+                              "same seeds")
     # everything computed: now the files (the trajectory, then the plot, each atomic)
     traj.save(out)
     click.echo(f"wrote {out}: {traj.z.shape[0]} trials × {traj.z.shape[1]} records of "

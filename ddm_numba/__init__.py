@@ -11,10 +11,10 @@ from .errors import DDMError
 from .systems import System, get_system, list_systems
 from .network import Network, load_model
 from .matching import fit
-from .simulate import Trajectories, sample_network, sample_target
+from .simulate import Trajectories, sample_network, sample_pair, sample_target
 from .learn import fit_data
 from .analysis.report import analyze
 
 __all__ = ["DDMError", "System", "get_system", "list_systems", "Network", "load_model", "fit",
-           "fit_data", "Trajectories", "sample_network", "sample_target", "analyze",
-           "__version__"]
+           "fit_data", "Trajectories", "sample_network", "sample_pair", "sample_target",
+           "analyze", "__version__"]

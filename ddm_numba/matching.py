@@ -505,7 +505,7 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
                 {"W": net.W, "b": net.b, "B_in": net.B_in if p else np.zeros((N, 0))})
         ckpt.save("diffusion", dict(done, M=net.M, c=net.c), math.nan, 0, force=True)
     S0, R, stages["diffusion"] = fit_diffusion(system, net, z, g, reg, max_iter, tol, progress)
-    net.S0, net.R = S0, R
+    net = net.with_noise(S0, R)
 
     # 6. the self-check (selfcheck.py): sample network and target; where the network is not
     # faithful, add the states it visits that the target does not and refit from where it is
@@ -536,7 +536,8 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
                 A2, b2, B2 = ridge_decoders(data2, M2, c2, reg_A)
         net2 = Network(tau, M2, c2, M2 @ b2 + c2, net.S0, net.R, sigma_private, A=A2,
                        B_in=M2 @ B2 if p else None)
-        net2.S0, net2.R, _ = fit_diffusion(system, net2, z2, g2, reg, max_iter, tol, progress)
+        S02, R2, _ = fit_diffusion(system, net2, z2, g2, reg, max_iter, tol, progress)
+        net2 = net2.with_noise(S02, R2)
         check2 = _self_check(system, net2, measure, seed, self_check_time, say, far)
         kept = (check2["verdict"] == "faithful" or
                 check2.get("tv_ratio_max", math.inf) < check.get("tv_ratio_max", math.inf))

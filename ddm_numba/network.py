@@ -39,8 +39,17 @@ class Network:
         self.B_in = None if B_in is None else np.ascontiguousarray(B_in, dtype=float)
         self.meta = dict(meta or {})
         _validate(self._arrays(), "network")
+        # Q = I − M P is not stored: it is N×N (512 MB at N = 8192); project_off applies it
         self.P = np.linalg.solve(self.M.T @ self.M, self.M.T)
-        self.Q = np.eye(self.N) - self.M @ self.P
+
+    def with_noise(self, S0, R):
+        """This network with the noise S(h) = S0 + R φ(h) instead: a new Network with the same
+        drift, embedding and σ_p, and a copy of meta. This one is left as it is.
+
+        The fits find the diffusion after the drift, from the drift network's embedding; they
+        build the final network with this rather than set S0 and R on one already built.
+        """
+        return Network(meta=self.meta, **dict(self._arrays(), S0=S0, R=R))
 
     # -- sizes and derived quantities ------------------------------------------------------
     N = property(lambda self: self.M.shape[0])
@@ -72,6 +81,15 @@ class Network:
         """z = P (x − c) for states x (..., N)."""
         return (np.asarray(x, dtype=float) - self.c) @ self.P.T
 
+    def project_off(self, X):
+        """Q X for states or drifts X (..., N), Q = I − M P, without forming the N×N Q.
+
+        Rows are vectors: the result is X − (X Pᵀ) Mᵀ, O(N d) a row. M P is the orthogonal
+        projector onto the columns of M, so Q is symmetric and this equals X Q as well.
+        """
+        X = np.asarray(X, dtype=float)
+        return X - (X @ self.P.T) @ self.M.T
+
     def full_drift(self, x, u=None):
         """F(x) = (1/τ)[−x + W φ(x) + b + B_in u]  (..., N)."""
         F = -x + np.tanh(x) @ self.W.T + self.b
@@ -85,7 +103,7 @@ class Network:
 
     def off_manifold_drift(self, z, u=None):
         """F_⊥ = Q F(M z + c) (K, N): zero for low-rank models."""
-        return self.full_drift(self.embed(z), u) @ self.Q
+        return self.project_off(self.full_drift(self.embed(z), u))
 
     def noise_S(self, z):
         """S(h)_{ab} = S0_{ab} + Σ_j R_{abj} φ_j(h), h = M z + c  → (K, d, m)."""

@@ -4,6 +4,7 @@ Both use one xoroshiro128+ stream per trial (rng.py), so a run is the same whate
 count, and with the same seed the network and the target see the same latent noise ξ (when the
 network has no private noise): their paths can be compared trial by trial.
 """
+import collections
 import json
 import math
 import os
@@ -501,6 +502,33 @@ def sample_target(system, trials=100, time=100.0, seed=0, dt=None, record_every=
         meta["escaped"] = [[int(k), float(escaped[k] * dt)] for k in np.flatnonzero(escaped >= 0)]
     U_rec = inputs_at(schedule, p, np.arange(T) * every, dt) if p else None
     return Trajectories(np.arange(T) * every * dt, z_out, None, U_rec, meta)
+
+
+Pair = collections.namedtuple("Pair", "network target")
+Pair.__doc__ = """The network and its target sampled side by side (sample_pair): Trajectories."""
+
+
+def sample_pair(net, system=None, trials=100, time=100.0, seed=0, dt=None, record_every=None,
+                inputs=(), save_neurons=False, z0=None, device=DEFAULT_DEVICE, dtype="float64",
+                progress=None):
+    """Sample the network and its target SDE with the same seed, starts and inputs, for a
+    trial-by-trial comparison; returns Pair(network, target), each Trajectories.
+
+    The halves are exactly sample_network(net, …) and sample_target(system, …) with these
+    arguments (save_neurons, device and dtype are the network's). system: the target (a System,
+    a built-in's name or a spec); None: the one the model was fitted to (target_of). With the
+    same seed both see the same latent noise ξ (when the network has no private noise). The
+    starts are z0, or without it drawn with the seed from each side's box (the model's
+    meta.system.domain and the system's domain) — the same box, so the same starts, for a model
+    fitted to that system. dt None: each side's suggested step, the same number for a fitted model.
+    """
+    if isinstance(net, (str, os.PathLike)):
+        net = Network.load(net)
+    system = target_of(net) if system is None else get_system(system)
+    kw = dict(trials=trials, time=time, seed=seed, dt=dt, record_every=record_every,
+              inputs=inputs, z0=z0, progress=progress)
+    network = sample_network(net, save_neurons=save_neurons, device=device, dtype=dtype, **kw)
+    return Pair(network, sample_target(system, **kw))
 
 
 def target_of(net, system=None):

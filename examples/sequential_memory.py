@@ -177,7 +177,7 @@ def run(out_dir, quick=False):
     except DDMError as exc:         # the null is only a guide; say why it is missing
         null_w = {"error": str(exc)}
     F = ws_net.full_drift(ws_net.embed(zt[:, ::100].reshape(-1, 2)))
-    off = float(np.linalg.norm(F @ ws_net.Q) / np.linalg.norm(F))
+    off = float(np.linalg.norm(ws_net.project_off(F)) / np.linalg.norm(F))
     ws_side = fields.network_side(net, part="W_s")
     ws_fps = dynamics.find_fixed_points(ws_side.drift, ws_side.jacobian, box)
     t_ws = time.perf_counter() - t_start - t_fit - t_sample - t_grid

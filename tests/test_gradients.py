@@ -86,7 +86,8 @@ def _full_setup(problem):
 def test_full_gram_equals_per_sample_kernel(problem):
     rng, data, M, c, net, W, b, B_in = _full_setup(problem)
     lam_perp = 0.3
-    loss_s, gWT, gb, gBT = full_loss_grad_samples(data, W, b, B_in, M, c, net.P, net.Q, lam_perp)
+    Q = np.eye(M.shape[0]) - M @ net.P        # the reference kernel takes Q dense
+    loss_s, gWT, gb, gBT = full_loss_grad_samples(data, W, b, B_in, M, c, net.P, Q, lam_perp)
     gram = FullGram(data, M, c, net.P, lam_perp, reg_W=0.0)
     loss_g, grad = gram.loss_grad(gram.packer.pack({"W": W, "b": b, "B_in": B_in}))
     g = gram.packer.unpack(grad)
@@ -100,6 +101,19 @@ def test_full_gram_equals_per_sample_kernel(problem):
     Fp = full.off_manifold_drift(data.z, data.u)
     expected = np.mean(np.sum(data.lam * r ** 2, 1) + lam_perp * np.sum(Fp ** 2, 1))
     assert abs(loss_s - expected) < 1e-10 * expected
+
+
+def test_project_off_is_the_dense_projector(problem):
+    """Network.project_off equals Q = I − M P applied densely, from either side (M is not
+    orthonormal here, so the side would show if Q were not symmetric), and kills the manifold."""
+    rng, data, M, c, net, W, b, B_in = _full_setup(problem)
+    Q = np.eye(M.shape[0]) - M @ net.P
+    X = rng.standard_normal((5, M.shape[0]))
+    assert rel_err(net.project_off(X), (Q @ X.T).T) < 1e-13
+    assert rel_err(net.project_off(X), X @ Q) < 1e-13
+    assert rel_err(net.project_off(X[0]), Q @ X[0]) < 1e-13
+    assert np.max(np.abs(net.project_off(rng.standard_normal((3, 2)) @ M.T))) < 1e-12
+    assert np.max(np.abs(net.project_off(X) @ net.P.T)) < 1e-12
 
 
 def test_full_gradient_finite_differences(problem):

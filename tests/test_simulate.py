@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from ddm_numba import DDMError, Network, fit, sample_network, sample_target
+from ddm_numba import DDMError, Network, fit, sample_network, sample_pair, sample_target
 from ddm_numba.simulate import input_array, parse_input
 
 
@@ -103,6 +103,27 @@ def test_network_and_target_share_noise(dw_model):
     net = sample_network(dw_model, trials=4, time=2, seed=5)
     tgt = sample_target(dw_model.meta["system"]["name"], trials=4, time=2, seed=5)
     assert np.max(np.abs(net.z - tgt.z)) < 0.05
+
+
+def test_sample_pair_is_the_two_samplers_side_by_side(dw_model):
+    """Each half of the pair is, bit for bit, what its own sampler gives with the same
+    arguments, and the two start together; by default the target is the model's own."""
+    kw = dict(trials=3, time=2, seed=7, record_every=3)
+    pair = sample_pair(dw_model, **kw, save_neurons=True)
+    net = sample_network(dw_model, **kw, save_neurons=True)
+    tgt = sample_target(dw_model.meta["system"]["name"], **kw)
+    assert pair.network is pair[0] and pair.target is pair[1]
+    for a, b in ((pair.network, net), (pair.target, tgt)):
+        assert np.array_equal(a.t, b.t) and np.array_equal(a.z, b.z) and a.meta == b.meta
+    assert np.array_equal(pair.network.x, net.x)
+    # the network records z = P (x0 − c) of x0 = M z0 + c: z0 up to rounding
+    assert np.allclose(pair.network.z[:, 0], pair.target.z[:, 0], rtol=0, atol=1e-12)
+    # given starts go to both sides; another seed gives other paths
+    z0 = np.array([[-1.0, 0.0], [1.0, 0.5], [0.0, -0.5]])[:, : dw_model.d]
+    given = sample_pair(dw_model, dw_model.meta["system"]["name"], **dict(kw, seed=8), z0=z0)
+    assert np.allclose(given.network.z[:, 0], z0, rtol=0, atol=1e-12)
+    assert np.array_equal(given.target.z[:, 0], z0)
+    assert not np.array_equal(given.target.z, pair.target.z)
 
 
 def test_blowup_is_reported_with_trial_and_time(dw_model):

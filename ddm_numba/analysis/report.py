@@ -292,7 +292,7 @@ def parts_report(net, trials, time, seed, burn_in, dt, budget=4e9, device=DEFAUL
         part = Network(net.tau, net.M, net.c, net.b, net.S0, net.R, net.sigma_private, W=Wk,
                        B_in=net.B_in, meta=net.meta)
         F = part.full_drift(part.embed(pts))
-        off = np.linalg.norm(F @ part.Q) / max(np.linalg.norm(F), 1e-300)
+        off = np.linalg.norm(part.project_off(F)) / max(np.linalg.norm(F), 1e-300)
         info = {"off_manifold_rel": float(off)}
         try:
             traj = sample_network(part, trials=trials, time=t_part, seed=seed, dt=dt,

@@ -454,9 +454,9 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
                 rv = v1[subv] - vs - _drift(A_s, b_s, M, c, tau, vs) * dt
                 net_s = Network(tau, M, c, M @ b_s + c, np.eye(d), np.zeros((d, d, N)), A=A_s)
                 # (a lighter polish than the final one: a score, not the model)
-                net_s.S0, net_s.R, _ = _state_noise(net_s, zs, rs, vs, rv, dt, None,
-                                                    max_polish=10000, G=ridge.G, Gv=ridge.Gv,
-                                                    polish_iter=100)
+                S0_s, R_s, _ = _state_noise(net_s, zs, rs, vs, rv, dt, None, max_polish=10000,
+                                            G=ridge.G, Gv=ridge.Gv, polish_iter=100)
+                net_s = net_s.with_noise(S0_s, R_s)
                 D_s = net_s.latent_diffusion(vs).reshape(len(vs), d * d)
                 target = np.einsum("ka,kb->kab", rv, rv).reshape(len(vs), d * d) / dt
                 score += [float(np.mean(np.sum((D_s - target) ** 2, axis=1))),
@@ -538,7 +538,7 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
         rv = v1 - (integrate(A, b_z, M, c, tau, v0, dt / substeps, substeps) if substeps
                    else v0 + net.latent_drift(v0) * dt)
         S0, R, stages["diffusion"] = _state_noise(net, z0, r, v0, rv, dt, progress)
-    net.S0, net.R = S0, R
+    net = net.with_noise(S0, R)
 
     # figures of fit on held-out trials
     def predict(zs):
