@@ -122,6 +122,7 @@ def test_adjoint_refinement_removes_the_bias_of_coarse_increments():
     assert refined.meta["training"]["stages"]["refine"]["iterations"] > 10
 
 
+@pytest.mark.slow      # 28 s (the gain path scored with the diffusion's polish): the full run
 def test_state_dependent_noise_from_data():
     """multiplicative (g = sqrt(a + b z²)): the noisy targets r rᵀ/Δt of the residuals, smoothed
     and fitted by the diffusion loss, recover D(z) over the region the data visit (measured
