@@ -356,25 +356,28 @@ def figure_parts(path, part_sides, part_trajs, burn_in, box):
     return _save(fig, path, plt)
 
 
-def analysis_figures(out, net, report, sp, target, nets, grids, traj_t, traj_n, part_trajs,
-                     burn_in, box, fps_t, fps_n, *, alignment, part_sides, W_parts):
+def analysis_figures(out, net, report, connectivity, sides, grids, trajs, fps, burn_in, box,
+                     part_sides):
     """All figures of `ddm analyze`; returns the file names written in ``out``.
 
-    alignment: connectivity.decoder_alignment (or None); part_sides: fields.part_sides(net);
-    W_parts: (W, W_s, W_a) (fields.split_W).
+    connectivity: (spectra, alignment, W_parts) — the spectra of W's parts, the decoder alignment
+    (connectivity.decoder_alignment, or None) and (W, W_s, W_a) (fields.split_W); sides: the
+    target's and the network's (fields), either may be None; trajs: {"target", "network",
+    "parts"} trajectories (parts: {name: Trajectories}); fps: {"target", "network"} fixed points;
+    part_sides: fields.part_sides(net).
     """
-    sides = [s for s in (target, nets) if s is not None]
-    trajs = {"target": traj_t, "network": traj_n}
-    fps = {"target": fps_t, "network": fps_n}
+    sp, alignment, W_parts = connectivity
+    traj_t, traj_n = trajs["target"], trajs["network"]
+    sides = [s for s in sides if s is not None]
     files = [figure_connectivity(os.path.join(out, "connectivity.png"), net, sp,
                                  report["connectivity"], alignment, W_parts),
-             figure_flow(os.path.join(out, "flow.png"), sides, grids, report, trajs, burn_in,
-                         box, fps),
+             figure_flow(os.path.join(out, "flow.png"), sides, grids, report,
+                         {"target": traj_t, "network": traj_n}, burn_in, box, fps),
              figure_irreversibility(os.path.join(out, "irreversibility.png"), report)]
     runs = [(label, t) for label, t in (("network", traj_n), ("target", traj_t)) if t is not None]
     plot_comparison(os.path.join(out, "trajectories.png"), runs, burn_in)
     files.append("trajectories.png")
-    trajs_p = dict(part_trajs)
+    trajs_p = dict(trajs["parts"])
     trajs_p["network"] = traj_n
     files.append(figure_parts(os.path.join(out, "parts.png"), part_sides, trajs_p, burn_in, box))
     return files

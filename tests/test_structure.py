@@ -106,3 +106,30 @@ def test_no_module_imports_the_version_from_a_package_init():
                     and any(a.name == "__version__" for a in node.names)):
                 offenders.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
     assert offenders == []
+
+
+# Public entry points whose keyword options are the user's interface (the CLI commands, and the
+# API functions that mirror their options one to one); everything else, kernels included, takes
+# at most MAX_PARAMS.
+MAX_PARAMS = 12
+ENTRY_POINTS = {("ddm_numba/matching.py", "fit"), ("ddm_numba/learn/fit.py", "fit_data"),
+                ("ddm_numba/analysis/report.py", "analyze"), ("ddm_numba/simulate.py", "sample_pair"),
+                ("cli/main.py", "fit"), ("cli/main.py", "sample"), ("cli/main.py", "analyze")}
+
+
+def test_no_function_takes_more_than_a_dozen_parameters():
+    """Kernels take the named tuples of backends/arrays.py (or plain tuples) rather than long
+    argument lists; the only exceptions are the public entry points above."""
+    root = PACKAGE.parent
+    long = []
+    for path in sorted(list(PACKAGE.rglob("*.py")) + list((root / "cli").glob("*.py"))):
+        rel = path.relative_to(root).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), rel)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                count = (len(a.posonlyargs) + len(a.args) + len(a.kwonlyargs)
+                         + (a.vararg is not None) + (a.kwarg is not None))
+                if count > MAX_PARAMS and (rel, node.name) not in ENTRY_POINTS:
+                    long.append(f"{rel}:{node.lineno} {node.name} ({count})")
+    assert not long, long
+    assert len(ENTRY_POINTS) == 7      # the list does not grow quietly

@@ -416,9 +416,10 @@ def analyze(model, out=None, *, trials=100, time=None, seed=0, dt=None, grid=Non
                 from .. import plotting
                 W = net.W
                 report["figures"] = plotting.analysis_figures(
-                    stage, net, report, spectra, target, net_side, grids, traj_t, traj_n,
-                    part_trajs, burn_in, box, fps_t, fps_n, alignment=alignment,
-                    part_sides=part_sides(net), W_parts=(W,) + split_W(W))
+                    stage, net, report, (spectra, alignment, (W,) + split_W(W)),
+                    (target, net_side), grids,
+                    {"target": traj_t, "network": traj_n, "parts": part_trajs},
+                    {"target": fps_t, "network": fps_n}, burn_in, box, part_sides(net))
             text = json.dumps(to_json(report), indent=1, sort_keys=True)
             atomic_write(os.path.join(stage, "report.json"), lambda fh: fh.write(text.encode()))
             os.makedirs(out, exist_ok=True)

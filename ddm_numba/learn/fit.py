@@ -38,6 +38,7 @@ visits).
 import math
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
 
@@ -516,9 +517,10 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
             v1t = v1 - 0.5 * dt * dt * _generator_of_drift(A, b_z, M, c, tau, v0, D_c, False)
         else:
             z1t, v1t = z1, v1
-        A, b_z, M, c, stages["refine"] = _refine(A, b_z, M, c, tau, z0, z1t, v0, v1t, dt,
-                                                 int(substeps), lam, float(np.min(reg)),
-                                                 refine_iter, refine_pairs, rng, progress)
+        A, b_z, M, c, stages["refine"] = _refine(
+            (A, b_z, M, c, tau), (z0, z1t), (v0, v1t), lam,
+            Refinement(dt, int(substeps), float(np.min(reg)), refine_iter, refine_pairs),
+            rng, progress)
 
     # 3. diffusion from the residuals of the final drift (the flow map when refined)
     net = Network(tau, M, c, M @ b_z + c, np.eye(d), np.zeros((d, d, N)), A=A)
@@ -600,10 +602,23 @@ def _multistep_held_out(A, b_z, M, c, tau, v0, v1, h, n, lam):
     return float(np.mean(np.sum(lam * (pred - v1) ** 2, axis=1))) / (n * h) ** 2
 
 
-def _refine(A, b_z, M, c, tau, z0, z1, v0, v1, dt, substeps, lam, reg, max_iter, n_pairs, rng,
-            progress, chunk=20, patience=2):
+class Refinement(NamedTuple):
+    """The settings of _refine: the sampling interval, RK4 steps per interval, the ridge penalty
+    (relative), the iteration budget, the training pairs per evaluation, and the early stopping
+    (held-out loss after every ``chunk`` iterations, ``patience`` chunks without improvement)."""
+    dt: float
+    substeps: int
+    reg: float
+    max_iter: int
+    n_pairs: int
+    chunk: int = 20
+    patience: int = 2
+
+
+def _refine(drift, train, held_out, lam, settings, rng, progress):
     """L-BFGS-B on (A, b_z, M, c) for the multi-step loss (ddm_numba.learn.multistep), from the
-    increment-matching solution, early-stopped on held-out pairs.
+    increment-matching solution drift = (A, b_z, M, c, τ), on the training pairs train = (z0, z1),
+    early-stopped on the held-out pairs held_out = (v0, v1); settings: a Refinement.
 
     A random subset of n_pairs training pairs keeps each evaluation affordable. The optimizer runs
     in chunks of ``chunk`` iterations; after each, the held-out multi-step loss (the same loss on
@@ -612,6 +627,9 @@ def _refine(A, b_z, M, c, tau, z0, z1, v0, v1, dt, substeps, lam, reg, max_iter,
     If no chunk lowers the held-out loss below the start's, the increment-matching solution is
     returned unchanged: refinement never makes the held-out loss worse.
     """
+    A, b_z, M, c, tau = drift
+    (z0, z1), (v0, v1) = train, held_out
+    dt, substeps, reg, max_iter, n_pairs, chunk, patience = settings
     z0, z1 = (z0, z1) if len(z0) <= n_pairs else \
         tuple(a[np.sort(rng.choice(len(z0), n_pairs, replace=False))] for a in (z0, z1))
     sv = _subset(len(v0), max(n_pairs // 4, 1000), rng)

@@ -190,11 +190,15 @@ def _integrate_kernel(z0, A, bz, MT, c, inv_tau, h, n, out):
 
 
 @kernel(fastmath=_FAST)
-def _loss_grad_block(z0, zobs, lam, A, bz, MT, c, inv_tau, h, n, wscale, start, stop,
-                     gA, gbz, gMT, gc):
+def _loss_grad_block(pairs, drift, steps, start, stop, grads):
     """Pairs start..stop−1: returns Σ_b Σ_a Λ_a r_ba² (r = z⁽ⁿ⁾ − z_obs) and adds the gradient of
-    wscale times that sum, by the discrete adjoint (module docstring), into gA, gbz, gMT (= ∂/∂Mᵀ)
-    and gc, WITHOUT the common factor 1/τ of the parameter VJPs."""
+    wscale times that sum, by the discrete adjoint (module docstring), into grads = (gA, gbz,
+    gMT (= ∂/∂Mᵀ), gc), WITHOUT the common factor 1/τ of the parameter VJPs.
+    pairs = (z0, z_obs, Λ), drift = (A, b_z, Mᵀ, c, 1/τ), steps = (h, n, wscale)."""
+    z0, zobs, lam = pairs
+    A, bz, MT, c, inv_tau = drift
+    h, n, wscale = steps
+    gA, gbz, gMT, gc = grads
     d = z0.shape[1]
     N = c.shape[0]
     h2 = 0.5 * h
@@ -241,17 +245,17 @@ def _loss_grad_block(z0, zobs, lam, A, bz, MT, c, inv_tau, h, n, wscale, start, 
 
 
 @kernel(parallel=True)
-def _loss_grad_kernel(z0, zobs, lam, A, bz, MT, c, inv_tau, h, n, wscale,
-                      loss_b, gA_b, gbz_b, gMT_b, gc_b):
+def _loss_grad_kernel(pairs, drift, steps, loss_b, gA_b, gbz_b, gMT_b, gc_b):
     """Block ib of BLOCK pairs writes its partial Σ Λ r² to loss_b[ib] and its partial gradients
-    (without 1/τ) to gA_b[ib], gbz_b[ib], gMT_b[ib], gc_b[ib] (zeroed by the caller). Only the
-    dispatch is parallel: array expressions inside a parallel kernel become parfors, each
-    compiled separately, so allocation and the fixed-order reduction live in the caller."""
-    B = z0.shape[0]
+    (without 1/τ) to gA_b[ib], gbz_b[ib], gMT_b[ib], gc_b[ib] (zeroed by the caller); pairs,
+    drift, steps as for _loss_grad_block. Only the dispatch is parallel: array expressions inside
+    a parallel kernel become parfors, each compiled separately, so allocation and the fixed-order
+    reduction live in the caller. (The output arrays are arguments of their own: with loss_b
+    unpacked from a tuple, numba 0.68 dropped the parfor's stores to it, measured: L = 0.)"""
+    B = pairs[0].shape[0]
     for ib in prange(loss_b.shape[0]):
-        loss_b[ib] = _loss_grad_block(z0, zobs, lam, A, bz, MT, c, inv_tau, h, n, wscale,
-                                      ib * BLOCK, min(B, (ib + 1) * BLOCK),
-                                      gA_b[ib], gbz_b[ib], gMT_b[ib], gc_b[ib])
+        loss_b[ib] = _loss_grad_block(pairs, drift, steps, ib * BLOCK, min(B, (ib + 1) * BLOCK),
+                                      (gA_b[ib], gbz_b[ib], gMT_b[ib], gc_b[ib]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -378,8 +382,8 @@ def multistep_loss_grad(A, b_z, M, c, tau, z0, z_obs, h, n_steps, lam, reg=0.0):
         parts = (loss_b[:nb], gA_b[:nb], gbz_b[:nb], gMT_b[:nb], gc_b[:nb])
         for p in parts:
             p.fill(0.0)
-        _loss_grad_kernel(z0[start:stop], z_obs[start:stop], lam, A, b_z, MT, c, 1.0 / tau, h, n,
-                          wscale, *parts)
+        _loss_grad_kernel((z0[start:stop], z_obs[start:stop], lam), (A, b_z, MT, c, 1.0 / tau),
+                          (h, n, wscale), *parts)
         loss += float(loss_b[:nb].sum())
         gA += gA_b[:nb].sum(axis=0)
         gbz += gbz_b[:nb].sum(axis=0)
