@@ -196,8 +196,9 @@ def _lane_sum(acc, row, q):
 # -- low-rank mode (docs/model.md §3a) ----------------------------------------------------------
 
 @cuda.jit
-def _lowrank_residual(z, u, f, lam, A, bz, Bz, MT, c, tau, p, E, part):
-    """Pass 1 of the low-rank drift loss: per-sample residuals, loss and the b_z, B_z gradients.
+def _lowrank_residual(samples, A, bz, Bz, MT, c, tau, p, E, part):
+    """Pass 1 of the low-rank drift loss: per-sample residuals, loss and the b_z, B_z gradients,
+    on samples = (z, u, f, Λ) (device arrays).
 
     Block = ROWS samples × LANES neuron lanes. For sample k (h_k = M z_k + c, φ = tanh):
         s_k   = A φ(h_k)                       (lanes sum over neurons; lane a adds the lanes' s_ka)
@@ -206,6 +207,7 @@ def _lowrank_residual(z, u, f, lam, A, bz, Bz, MT, c, tau, p, E, part):
     and the block's partial sums over its samples, part[block] = [Σ_k Σ_a Λ_a r_ka²,
     Σ_k e_k (= ∂L/∂b_z part), Σ_k e_k u_kᵀ (= ∂L/∂B_z part, row-major)].
     """
+    z, u, f, lam = samples
     t = cuda.threadIdx.x
     lane = t % LANES
     row = t // LANES
@@ -368,8 +370,8 @@ def lowrank_drift_loss_grad(samples, A, bz, Bz, MT, c, tau):
     part2 = data.scratch("lowrank.part2", (n_chunks, (2 * d + 1) * N))
     out = data.scratch("lowrank.out", (nv + (2 * d + 1) * N,))
 
-    _lowrank_residual[nb1, ROWS * LANES](data.z, data.u, data.f, data.lam, dA, dbz, dBz, dMT, dc,
-                                         tau, p, E, part1)
+    _lowrank_residual[nb1, ROWS * LANES]((data.z, data.u, data.f, data.lam), dA, dbz, dBz, dMT,
+                                         dc, tau, p, E, part1)
     _lowrank_neuron_grad[(_blocks(N, NT), n_chunks), NT * SL](data.z, E, dA, dMT, dc, chunk, part2)
     _launch_sum_rows(part1, out, 0)
     _launch_sum_rows(part2, out, nv)
