@@ -77,10 +77,10 @@ def lowrank_loss_grad(theta, packer, data, reg_A, fixed=None):
     prm = dict(fixed or {})
     prm.update(packer.unpack(theta))
     N, d = prm["M"].shape
-    Bz = prm.get("B_z", np.zeros((d, data.p)))
+    B_z = prm.get("B_z", np.zeros((d, data.p)))
     loss, gA, gbz, gBz, gMT, gc = data.backend.lowrank_drift_loss_grad(
         data.samples, np.ascontiguousarray(prm["A"]),
-        np.ascontiguousarray(prm["b_z"]), np.ascontiguousarray(Bz),
+        np.ascontiguousarray(prm["b_z"]), np.ascontiguousarray(B_z),
         np.ascontiguousarray(prm["M"].T), np.ascontiguousarray(prm["c"]), data.tau)
     loss += reg_A * float(np.sum(prm["A"] ** 2))
     grads = {"A": gA + 2.0 * reg_A * prm["A"], "b_z": gbz, "B_z": gBz, "M": gMT.T, "c": gc}

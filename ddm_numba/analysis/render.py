@@ -36,19 +36,19 @@ def _num(v, err=None):
     return s + (f" ± {err:.2g}" if err else "")
 
 
-def format_report(rep):
+def format_report(report):
     """The report as a readable text table (what `ddm analyze` prints)."""
     lines = []
-    m = rep["model"]
-    sysname = m.get("system", {}).get("name", "?")
-    lines.append(f"ddm analyze: target {sysname}; {m['mode']} network N={m['N']} d={m['d']} "
-                 f"tau={m['tau']:g}")
-    fit = m.get("fit", {})
+    model = report["model"]
+    sysname = model.get("system", {}).get("name", "?")
+    lines.append(f"ddm analyze: target {sysname}; {model['mode']} network N={model['N']} "
+                 f"d={model['d']} tau={model['tau']:g}")
+    fit = model.get("fit", {})
     if fit:
         where = fit.get("held_out_on", "held-out states")
         lines.append(f"  fit (held-out, {where}): " + ", ".join(
             f"{k} {_num(v)}" for k, v in fit.items() if isinstance(v, (int, float))))
-    check = m.get("self_check")
+    check = model.get("self_check")
     if check:
         lines.append(f"  self-check at fit time: {check.get('verdict')}" +
                      (f" (worst distribution {check['tv_ratio_max']:.1f}× its sampling floor, "
@@ -56,26 +56,26 @@ def format_report(rep):
                       if check.get("tv_ratio_max") is not None else ""))
         for problem in check.get("problems", [])[:5]:
             lines.append(f"    - {problem}")
-    c = rep["connectivity"]
+    conn = report["connectivity"]
     lines.append("\nconnectivity")
-    lines.append(f"  asymmetry ‖W_a‖/‖W‖      {_num(c['asymmetry']['a'])}"
-                 f"    symmetry index η  {_num(c['asymmetry']['eta'])}    rank {c['rank']}")
+    lines.append(f"  asymmetry ‖W_a‖/‖W‖      {_num(conn['asymmetry']['a'])}"
+                 f"    symmetry index η  {_num(conn['asymmetry']['eta'])}    rank {conn['rank']}")
     lines.append("  eig latent connectivity  " + ", ".join(_num(v) for v in
-                                                         c["eig_latent_connectivity"]))
-    if "decoder_alignment" in c:
-        al = c["decoder_alignment"]
+                                                         conn["eig_latent_connectivity"]))
+    if "decoder_alignment" in conn:
+        alignment = conn["decoder_alignment"]
         lines.append(f"  decoder alignment        weighted |cos(a_i, D m_i)| "
-                     f"{_num(al['weighted_abs_cos'])} (1 = reversible latent dynamics)")
-    if "off_manifold_rel" in c:
-        lines.append(f"  off-manifold drift       {_num(c['off_manifold_rel'])} of the drift")
+                     f"{_num(alignment['weighted_abs_cos'])} (1 = reversible latent dynamics)")
+    if "off_manifold_rel" in conn:
+        lines.append(f"  off-manifold drift       {_num(conn['off_manifold_rel'])} of the drift")
 
-    irr = rep["irreversibility"]
-    sides = list(irr)
-    st = rep["settings"]
+    entropy = report["irreversibility"]
+    sides = list(entropy)
+    settings = report["settings"]
     lines.append("\nentropy production e_p    " + "".join(f"{s:>22s}" for s in sides))
-    lines.append(f"  (samples: {st['trials']} trials × {st['time']:g}, Euler–Maruyama dt = "
-                 f"{st['dt']:g}, burn-in {st['burn_in']:g};\n   sample-based values carry its "
-                 "O(dt) bias)")
+    lines.append(f"  (samples: {settings['trials']} trials × {settings['time']:g}, Euler–Maruyama "
+                 f"dt = {settings['dt']:g}, burn-in {settings['burn_in']:g};\n   sample-based "
+                 "values carry its O(dt) bias)")
 
     def traj(key):
         return lambda e: (e.get("trajectory", {}).get(key, {}).get("epr"),
@@ -86,8 +86,8 @@ def format_report(rep):
 
     def lower(key):
         """Marked "≥ " in the table: report.json says "bound": "lower" (a lower bound of e_p)."""
-        return any(irr[s].get("trajectory", {}).get(key, {}).get("bound") == "lower"
-                   for s in irr)
+        return any(entropy[s].get("trajectory", {}).get(key, {}).get("bound") == "lower"
+                   for s in entropy)
 
     rows = [("closed form", lambda e: (e.get("closed_form", {}).get("epr"), None)),
             ("grid (Richardson)", lambda e: (e.get("grid", {}).get("epr_richardson"), None)),
@@ -99,7 +99,7 @@ def format_report(rep):
         rows += [(("≥ " if lower(key) else "") + name, traj(key)),
                  ("  shuffled null", null(key))]
     for name, get in rows:
-        vals = [get(irr[s]) for s in sides]
+        vals = [get(entropy[s]) for s in sides]
         if all(v[0] is None for v in vals):
             continue
         lines.append(f"  {name:24s}" + "".join(f"{_num(*v):>22s}" for v in vals))
@@ -108,39 +108,39 @@ def format_report(rep):
                      "trajectories;\n   for a nonlinear system it can be far below the grid or "
                      "ensemble value)")
     for s in sides:
-        if "note" in irr[s]:
-            lines.append(f"  ({irr[s]['note']})")
+        if "note" in entropy[s]:
+            lines.append(f"  ({entropy[s]['note']})")
             break
     for s in sides:
-        skipped = irr[s].get("grid", {}).get("skipped")
+        skipped = entropy[s].get("grid", {}).get("skipped")
         if skipped:
             lines.append(f"  ({s} grid skipped: {skipped})")
     for s in sides:
-        warn = irr[s].get("ensemble", {}).get("warning")
+        warn = entropy[s].get("ensemble", {}).get("warning")
         if warn:
             lines.append(f"  ! {s} ensemble: {warn}")
-    split_g = irr.get("network", {}).get("split_grid")
-    split = irr.get("network", {}).get("split_ensemble")
-    if split_g:
-        lines.append(f"  network e_p along W = W_s + W_a (grid): e_p,s {_num(split_g['symmetric'])}"
-                     f", e_p,a {_num(split_g['antisymmetric'])}")
+    split_grid = entropy.get("network", {}).get("split_grid")
+    split = entropy.get("network", {}).get("split_ensemble")
+    if split_grid:
+        lines.append("  network e_p along W = W_s + W_a (grid): e_p,s "
+                     f"{_num(split_grid['symmetric'])}, e_p,a {_num(split_grid['antisymmetric'])}")
     if split:
         lines.append("  network e_p along W = W_s + W_a (ensemble): e_p,s "
                      f"{_num(split['symmetric']['epr'], split['symmetric']['stderr'])}, e_p,a "
                      f"{_num(split['antisymmetric']['epr'], split['antisymmetric']['stderr'])}")
     for s in sides:
-        rot = irr[s].get("grid", {}).get("rotation")
-        if rot:
-            lines.append(f"  {s} stationary current circulates {rot}")
+        rotation = entropy[s].get("grid", {}).get("rotation")
+        if rotation:
+            lines.append(f"  {s} stationary current circulates {rotation}")
 
-    fp = rep["fixed_points"]
+    fixed = report["fixed_points"]
     lines.append("\nfixed points of the latent flow (u = 0)")
     for side in ("target", "network"):
-        for p in fp.get(side, []):
-            ev = p["eigenvalues"]
+        for p in fixed.get(side, []):
+            eigenvalues = p["eigenvalues"]
             lines.append(f"  {side:8s} z = [{', '.join(f'{v:.3f}' for v in p['z'])}]  "
-                         f"{p['kind']:14s} λ: {', '.join(_num(v) for v in ev)}")
-    pairing = fp.get("pairing")
+                         f"{p['kind']:14s} λ: {', '.join(_num(v) for v in eigenvalues)}")
+    pairing = fixed.get("pairing")
     if pairing:
         for pair in pairing["pairs"]:
             lines.append(f"  paired {pair['reference_kind']:8s} distance {_num(pair['distance'])}"
@@ -149,10 +149,10 @@ def format_report(rep):
         for side, key in (("target", "unmatched_reference"), ("network", "unmatched_other")):
             if pairing[key]:
                 lines.append(f"  {side} fixed points without a partner: {pairing[key]}")
-    if "lyapunov" in rep:
-        ly = rep["lyapunov"]
+    if "lyapunov" in report:
+        lyapunov = report["lyapunov"]
         lines.append("\nlargest Lyapunov exponent (deterministic latent flow)")
-        for k, v in ly.items():
+        for k, v in lyapunov.items():
             mean, se = v.get("mean"), v.get("stderr")
             rel = f" ({se / abs(mean):.1%})" if mean and se is not None else ""
             if v.get("reached") is None:
@@ -165,25 +165,25 @@ def format_report(rep):
             lines.append(f"  {k:8s} {_num(mean, se)}{rel} after {v.get('time', 0):g} time units"
                          f"{status}")
 
-    comp = rep.get("comparison")
-    if comp:
+    comparison = report.get("comparison")
+    if comparison:
         lines.append("\nnetwork vs target")
-        lines.append(f"  drift error on the domain      {_num(comp['e_f_domain'])}")
-        lines.append(f"  diffusion error on the domain  {_num(comp['e_D_domain'])}")
-        dist = comp["distances"]
-        lines.append(f"  sliced W1 {_num(dist['sliced_w1'])} (sampling floor "
-                     f"{_num(dist.get('sliced_w1_floor'))}); energy distance "
-                     f"{_num(dist['energy'])} (floor {_num(dist.get('energy_floor'))})")
-        mo = comp["moments"]
+        lines.append(f"  drift error on the domain      {_num(comparison['e_f_domain'])}")
+        lines.append(f"  diffusion error on the domain  {_num(comparison['e_D_domain'])}")
+        distances = comparison["distances"]
+        lines.append(f"  sliced W1 {_num(distances['sliced_w1'])} (sampling floor "
+                     f"{_num(distances.get('sliced_w1_floor'))}); energy distance "
+                     f"{_num(distances['energy'])} (floor {_num(distances.get('energy_floor'))})")
+        moments = comparison["moments"]
         lines.append("  std per coordinate  target [" + ", ".join(
-            f"{v:.3f}" for v in mo["target"]["std"]) + "]  network [" + ", ".join(
-            f"{v:.3f}" for v in mo["network"]["std"]) + "]")
-        if "wells" in comp:
-            w = comp["wells"]
-            lines.append(f"  hops between {len(w['centres'])} wells per unit time: target "
-                         f"{_num(w['target']['hops_per_time'])}, network "
-                         f"{_num(w['network']['hops_per_time'])}")
-    parts = rep.get("parts")
+            f"{v:.3f}" for v in moments["target"]["std"]) + "]  network [" + ", ".join(
+            f"{v:.3f}" for v in moments["network"]["std"]) + "]")
+        if "wells" in comparison:
+            wells = comparison["wells"]
+            lines.append(f"  hops between {len(wells['centres'])} wells per unit time: target "
+                         f"{_num(wells['target']['hops_per_time'])}, network "
+                         f"{_num(wells['network']['hops_per_time'])}")
+    parts = report.get("parts")
     if parts:
         lines.append(f"\nparts simulated alone ({parts['trials']} trials × {parts['time']:g})")
         for name in ("symmetric", "antisymmetric"):
@@ -192,5 +192,5 @@ def format_report(rep):
             lines.append(f"  {name:14s} off-manifold drift {_num(info.get('off_manifold_rel'))}"
                          + (", latent std [" + ", ".join(f"{v:.3f}" for v in std) + "]"
                             if std else "") + (f"  ({info['error']})" if "error" in info else ""))
-    lines.append(f"\n{rep.get('seconds', 0):.1f}s")
+    lines.append(f"\n{report.get('seconds', 0):.1f}s")
     return "\n".join(lines)

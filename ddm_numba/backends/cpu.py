@@ -87,15 +87,15 @@ def drift_samples(z, u, f, lam):
     return DriftSamples(z, u, host(f), host(lam))
 
 
-def lowrank_drift_loss_grad(samples, A, bz, Bz, MT, c, tau):
+def lowrank_drift_loss_grad(samples, A, b_z, B_z, MT, c, tau):
     """Low-rank drift loss and gradient (see ``_lowrank_drift_loss_grad``) on ``samples``
     (drift_samples); A (d, N), Mᵀ (d, N). Returns (L, ∂L/∂A, ∂L/∂b_z, ∂L/∂B_z, ∂L/∂Mᵀ, ∂L/∂c)."""
     z, u, f, lam = samples
-    return _lowrank_drift_loss_grad(z, u, f, lam, rows(A), bz, Bz, rows(MT), c, tau)
+    return _lowrank_drift_loss_grad(z, u, f, lam, rows(A), b_z, B_z, rows(MT), c, tau)
 
 
 @kernel(parallel=True, fastmath=_FAST)
-def _lowrank_drift_loss_grad(z, u, f, lam, A, bz, Bz, MT, c, tau):
+def _lowrank_drift_loss_grad(z, u, f, lam, A, b_z, B_z, MT, c, tau):
     """Low-rank drift loss (docs/model.md §3a, §4c) and its gradient, fused over samples.
 
     For each sample k (h = M z_k + c, φ = tanh):
@@ -142,9 +142,9 @@ def _lowrank_drift_loss_grad(z, u, f, lam, A, bz, Bz, MT, c, tau):
                 s = 0.0
                 for i in range(N):
                     s += row[i] * ph[i]
-                s += bz[a] - zk[a]
+                s += b_z[a] - zk[a]
                 for q in range(p):
-                    s += Bz[a, q] * u[k, q]
+                    s += B_z[a, q] * u[k, q]
                 r = s / tau - f[k, a]
                 loss += lam[a] * r * r
                 ea = 2.0 * lam[a] * r / (K * tau)

@@ -14,7 +14,7 @@ the weights Λ stay on the device across calls: ``drift_samples`` uploads them o
 
     data = drift_samples(z, u, f, lam)            # one upload of the samples
     for theta in optimizer:                        # e.g. each L-BFGS-B evaluation
-        loss, gA, gbz, gBz, gMT, gc = lowrank_drift_loss_grad(data, A, bz, Bz, MT, c, tau)
+        loss, gA, gbz, gBz, gMT, gc = lowrank_drift_loss_grad(data, A, b_z, B_z, MT, c, tau)
 
 ``DeviceDriftData`` also keeps the scratch buffers (per-block partial sums, intermediates), so a
 training loop allocates device memory only on its first evaluation.
@@ -196,7 +196,7 @@ def _lane_sum(acc, row, q):
 # -- low-rank mode (docs/model.md §3a) ----------------------------------------------------------
 
 @cuda.jit
-def _lowrank_residual(samples, A, bz, Bz, MT, c, tau, p, E, part):
+def _lowrank_residual(samples, A, b_z, B_z, MT, c, tau, p, E, part):
     """Pass 1 of the low-rank drift loss: per-sample residuals, loss and the b_z, B_z gradients,
     on samples = (z, u, f, Λ) (device arrays).
 
@@ -241,9 +241,9 @@ def _lowrank_residual(samples, A, bz, Bz, MT, c, tau, p, E, part):
         if k < K:
             loss = 0.0
             for a in range(d):
-                sa = sums[row, a] + (bz[a] - z[k, a])
+                sa = sums[row, a] + (b_z[a] - z[k, a])
                 for q in range(p):
-                    sa += Bz[a, q] * u[k, q]
+                    sa += B_z[a, q] * u[k, q]
                 r = sa / tau - f[k, a]
                 loss += lam[a] * r * r
                 ea = 2.0 * lam[a] * r / (K * tau)
@@ -323,7 +323,7 @@ def drift_samples(z, u, f, lam):
     return DeviceDriftData(z, u, f, lam)
 
 
-def lowrank_drift_loss_grad(samples, A, bz, Bz, MT, c, tau):
+def lowrank_drift_loss_grad(samples, A, b_z, B_z, MT, c, tau):
     """Low-rank drift loss (docs/model.md §3a, §4c) and its gradient, on the GPU.
 
     Same values as ``cpu.lowrank_drift_loss_grad``: for h_k = M z_k + c, φ = tanh,
@@ -351,15 +351,15 @@ def lowrank_drift_loss_grad(samples, A, bz, Bz, MT, c, tau):
     N = A.shape[1]
     if N == 0:
         raise DDMError("A has no columns: the network needs at least one neuron")
-    bz = _host(bz, "bz", (d,))
-    Bz = _host(Bz, "Bz", (d, p))
+    b_z = _host(b_z, "b_z", (d,))
+    B_z = _host(B_z, "B_z", (d, p))
     MT = _host(MT, "MT", (d, N))
     c = _host(c, "c", (N,))
     tau = float(tau)
-    Bz_pad = Bz if p else np.zeros((d, 1))
+    Bz_pad = B_z if p else np.zeros((d, 1))
     shapes = [(d, N), (d, N), (N,), (d,), Bz_pad.shape]
-    packed = np.concatenate([A.ravel(), MT.ravel(), c, bz, Bz_pad.ravel()])
-    dA, dMT, dc, dbz, dBz = _views(data.upload("lowrank.theta", packed), shapes)
+    packed = np.concatenate([A.ravel(), MT.ravel(), c, b_z, Bz_pad.ravel()])
+    dA, dMT, dc, db_z, dB_z = _views(data.upload("lowrank.theta", packed), shapes)
 
     nv = 1 + d + d * p
     nb1 = _blocks(K, ROWS)
@@ -370,7 +370,7 @@ def lowrank_drift_loss_grad(samples, A, bz, Bz, MT, c, tau):
     part2 = data.scratch("lowrank.part2", (n_chunks, (2 * d + 1) * N))
     out = data.scratch("lowrank.out", (nv + (2 * d + 1) * N,))
 
-    _lowrank_residual[nb1, ROWS * LANES]((data.z, data.u, data.f, data.lam), dA, dbz, dBz, dMT,
+    _lowrank_residual[nb1, ROWS * LANES]((data.z, data.u, data.f, data.lam), dA, db_z, dB_z, dMT,
                                          dc, tau, p, E, part1)
     _lowrank_neuron_grad[(_blocks(N, NT), n_chunks), NT * SL](data.z, E, dA, dMT, dc, chunk, part2)
     _launch_sum_rows(part1, out, 0)

@@ -79,7 +79,7 @@ _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 # --------------------------------------------------------------------------------------------
 
 @kernel(fastmath=_FAST)
-def _stage(y, A, bz, MT, c, inv_tau, ph, k):
+def _stage(y, A, b_z, MT, c, inv_tau, ph, k):
     """ph = φ(M y + c) (N,),  k = f(y) = (1/τ)(−y + A ph + b_z) (d,)."""
     N = c.shape[0]
     d = y.shape[0]
@@ -97,11 +97,11 @@ def _stage(y, A, bz, MT, c, inv_tau, ph, k):
         s = 0.0
         for i in range(N):
             s += row[i] * ph[i]
-        k[a] = inv_tau * (s + bz[a] - y[a])
+        k[a] = inv_tau * (s + b_z[a] - y[a])
 
 
 @kernel(fastmath=_FAST)
-def _rk4_pair(z, A, bz, MT, c, inv_tau, h, n, Y, PH, K):
+def _rk4_pair(z, A, b_z, MT, c, inv_tau, h, n, Y, PH, K):
     """Integrate one pair in place: z ← Φ_h^n(z). Stores the stage points Y[k, i] (d,) and the
     rates PH[k, i] = φ(M Y[k, i] + c) (N,) for the backward pass (i = 0..3 are stages 1..4)."""
     d = z.shape[0]
@@ -111,19 +111,19 @@ def _rk4_pair(z, A, bz, MT, c, inv_tau, h, n, Y, PH, K):
         y = Y[step, 0]
         for a in range(d):
             y[a] = z[a]
-        _stage(y, A, bz, MT, c, inv_tau, PH[step, 0], K[0])
+        _stage(y, A, b_z, MT, c, inv_tau, PH[step, 0], K[0])
         y = Y[step, 1]
         for a in range(d):
             y[a] = z[a] + hh * K[0, a]
-        _stage(y, A, bz, MT, c, inv_tau, PH[step, 1], K[1])
+        _stage(y, A, b_z, MT, c, inv_tau, PH[step, 1], K[1])
         y = Y[step, 2]
         for a in range(d):
             y[a] = z[a] + hh * K[1, a]
-        _stage(y, A, bz, MT, c, inv_tau, PH[step, 2], K[2])
+        _stage(y, A, b_z, MT, c, inv_tau, PH[step, 2], K[2])
         y = Y[step, 3]
         for a in range(d):
             y[a] = z[a] + h * K[2, a]
-        _stage(y, A, bz, MT, c, inv_tau, PH[step, 3], K[3])
+        _stage(y, A, b_z, MT, c, inv_tau, PH[step, 3], K[3])
         for a in range(d):
             z[a] += h6 * (K[0, a] + 2.0 * K[1, a] + 2.0 * K[2, a] + K[3, a])
 
@@ -161,7 +161,7 @@ def _vjp(y, ph, mu, A, MT, inv_tau, s, ybar, gA, gbz, gMT, gc):
 
 
 @kernel(fastmath=_FAST)
-def _integrate_block(z0, A, bz, MT, c, inv_tau, h, n, start, stop, out):
+def _integrate_block(z0, A, b_z, MT, c, inv_tau, h, n, start, stop, out):
     """out[b] = z⁽ⁿ⁾ for pairs b = start..stop−1 (forward map only)."""
     d = z0.shape[1]
     N = c.shape[0]
@@ -174,18 +174,18 @@ def _integrate_block(z0, A, bz, MT, c, inv_tau, h, n, start, stop, out):
             z[a] = z0[b, a]
         # one step at a time, reusing a one-step store: nothing is kept for a backward pass
         for step in range(n):
-            _rk4_pair(z, A, bz, MT, c, inv_tau, h, 1, Y, PH, K)
+            _rk4_pair(z, A, b_z, MT, c, inv_tau, h, 1, Y, PH, K)
         for a in range(d):
             out[b, a] = z[a]
 
 
 @kernel(parallel=True)
-def _integrate_kernel(z0, A, bz, MT, c, inv_tau, h, n, out):
+def _integrate_kernel(z0, A, b_z, MT, c, inv_tau, h, n, out):
     """out (B, d) ← z⁽ⁿ⁾ for every pair, BLOCK pairs per parallel task."""
     B = z0.shape[0]
     nb = (B + BLOCK - 1) // BLOCK
     for ib in prange(nb):
-        _integrate_block(z0, A, bz, MT, c, inv_tau, h, n, ib * BLOCK, min(B, (ib + 1) * BLOCK),
+        _integrate_block(z0, A, b_z, MT, c, inv_tau, h, n, ib * BLOCK, min(B, (ib + 1) * BLOCK),
                          out)
 
 
@@ -196,7 +196,7 @@ def _loss_grad_block(pairs, drift, steps, start, stop, grads):
     gMT (= ∂/∂Mᵀ), gc), WITHOUT the common factor 1/τ of the parameter VJPs.
     pairs = (z0, z_obs, Λ), drift = (A, b_z, Mᵀ, c, 1/τ), steps = (h, n, wscale)."""
     z0, zobs, lam = pairs
-    A, bz, MT, c, inv_tau = drift
+    A, b_z, MT, c, inv_tau = drift
     h, n, wscale = steps
     gA, gbz, gMT, gc = grads
     d = z0.shape[1]
@@ -216,7 +216,7 @@ def _loss_grad_block(pairs, drift, steps, start, stop, grads):
     for b in range(start, stop):
         for a in range(d):
             z[a] = z0[b, a]
-        _rk4_pair(z, A, bz, MT, c, inv_tau, h, n, Y, PH, K)
+        _rk4_pair(z, A, b_z, MT, c, inv_tau, h, n, Y, PH, K)
         for a in range(d):
             r = z[a] - zobs[b, a]
             loss += lam[a] * r * r
