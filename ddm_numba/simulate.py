@@ -19,6 +19,7 @@ from .backends.arrays import NetworkArrays, PathArrays, RunSettings
 from .errors import DDMError, checked_number
 from .network import Network, atomic_savez, check_system_meta, read_meta, read_npz
 from .rng import fill_normals, make_states
+from .threads import Governor
 from . import interrupt
 from .resources import require
 from .systems import get_system, system_from_record, user_call
@@ -325,13 +326,16 @@ def _run_chunks(step_chunk, n_steps, every, dt, first_chunk, progress):
     records rec … rec + n/every. Chunks are sized to take about CHUNK_SECONDS (the first is
     ``first_chunk`` steps); between chunks a signal is acted on and progress reported. The
     chunking never changes the numbers: each trial's state and random stream carry over exactly.
+    Each chunk runs with the numba thread count a threads.Governor finds fastest under the
+    current load (the paths do not depend on it).
     """
     done, rec = 0, 0
     chunk = max(every, (first_chunk // every) * every)
+    governor = Governor()     # the numba thread count that the load allows (threads.py)
     while done < n_steps:
         n = min(chunk, n_steps - done)
         t0 = _time.perf_counter()
-        step_chunk(done, n, rec)
+        governor.run(step_chunk, done, n, rec, work=n)
         elapsed = _time.perf_counter() - t0
         done += n
         rec += n // every

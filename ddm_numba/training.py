@@ -16,6 +16,7 @@ from threadpoolctl import threadpool_limits
 from . import interrupt
 from .backends import cpu
 from .errors import DDMError
+from .threads import Governor
 
 
 class Packer:
@@ -185,6 +186,9 @@ def _minimize(fun, x0, stage, max_iter, tol, progress, bounds=None, blas_threads
     OpenBLAS threads spin-wait after each BLAS call inside L-BFGS-B and steal the cores from
     numba's threads (measured: 97 ms against 33 ms an evaluation for lorenz, N = 512, 2 cores).
 
+    Each evaluation runs with the numba thread count a threads.Governor finds fastest under the
+    machine's current load (the result does not depend on it).
+
     Between evaluations a pending Ctrl-C/SIGTERM stops the optimization (interrupt.Interrupted);
     the best point evaluated so far goes to ``checkpoint`` (checkpoint.Checkpointer) as the
     arrays ``snapshot(x)`` — periodically, and at once when interrupted.
@@ -192,10 +196,11 @@ def _minimize(fun, x0, stage, max_iter, tol, progress, bounds=None, blas_threads
     cb = _Progress(stage, progress, rtol=tol)
     t0 = time.perf_counter()
     best = [math.inf, np.array(x0, dtype=float)]
+    governor = Governor()     # the numba thread count that the load allows (threads.py)
 
     def tracked(x):
         interrupt.check(stage)
-        loss, grad = fun(x)
+        loss, grad = governor.run(fun, x)
         if loss < best[0]:
             best[0], best[1] = float(loss), np.array(x)
             if checkpoint is not None:
@@ -221,7 +226,8 @@ def _minimize(fun, x0, stage, max_iter, tol, progress, bounds=None, blas_threads
     message = (f"converged: relative decrease below {tol:g} per iteration over the last "
                f"{cb.window}" if cb.converged else str(res.message))
     info = {"iterations": int(res.nit), "evaluations": int(res.nfev), "loss": float(res.fun),
-            "seconds": time.perf_counter() - t0, "message": message}
+            "seconds": time.perf_counter() - t0, "message": message,
+            "threads": governor.summary()}
     if progress is not None:
         print(f"  [{stage}] done: {res.nit} iterations, loss {res.fun:.4e}, "
               f"{info['seconds']:.1f}s ({message})", file=progress, flush=True)
