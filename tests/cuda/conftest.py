@@ -17,15 +17,16 @@ import numba
 import pytest
 
 if not numba.config.ENABLE_CUDASIM:
-    # `pytest tests/cuda` without the simulator: numba is imported already, without it; collect
-    # nothing here (tests/conftest.py already leaves the folder out of `pytest tests`)
-    collect_ignore_glob = ["*.py"]
+    # numba is imported already, without the simulator: tests/conftest.py leaves this folder out
+    # of `pytest` / `pytest tests`; where it is named on the command line (`pytest tests/cuda`,
+    # or one of its files), each file is reported as skipped, not imported
+    class _NeedsSimulator(pytest.File):
+        def collect(self):
+            pytest.skip("tests/cuda needs NUMBA_ENABLE_CUDASIM=1 before numba is imported "
+                        "(tests/test_cuda.py runs it so, in `pytest -m slow`)")
 
-
-def pytest_report_header(config):
-    if not numba.config.ENABLE_CUDASIM:
-        return ("tests/cuda: not collected, it needs NUMBA_ENABLE_CUDASIM=1 "
-                "(tests/test_cuda.py runs it so, in `pytest -m slow`)")
+    def pytest_pycollect_makemodule(module_path, parent):
+        return _NeedsSimulator.from_parent(parent, path=module_path)
 
 
 @pytest.fixture(scope="module")
