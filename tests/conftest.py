@@ -1,10 +1,16 @@
 import importlib.util
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 
 from ddm_numba import fit
+
+# tests/cuda runs the CUDA kernels under numba's CUDA simulator, which must be on before numba is
+# first imported (NUMBA_ENABLE_CUDASIM=1): collected only in such a process; otherwise
+# tests/test_cuda.py runs it in a subprocess with the variable set
+collect_ignore = [] if numba.config.ENABLE_CUDASIM else ["cuda"]
 
 
 @pytest.fixture(scope="session")

@@ -38,8 +38,8 @@ global memory) and neither has N. Larger models: use the CPU backend.
 
 float32: the state, the weights and the arithmetic are float32; random numbers are generated in
 float64 exactly as on the CPU and then rounded, so a float32 path shadows the float64 one to
-float32 rounding (about 2e-7 after 15 steps in tests/test_cuda_simulate.py). The activation is
-then ``math.tanh`` (CUDA's tanhf): ``_jit.phi`` would compute in float64, its literals being
+float32 rounding (about 2e-7 after 15 steps in tests/cuda/test_cuda_simulate.py). The activation
+is then ``math.tanh`` (CUDA's tanhf): ``_jit.phi`` would compute in float64, its literals being
 float64.
 """
 import functools

@@ -4,33 +4,23 @@ The CUDA twin must give the CPU's paths for the same seed (same xoroshiro128+ st
 same draw order), to rounding in float64 and to float32 rounding in float32, report blow-ups the
 same way and leave the random states where the CPU leaves them (docs/model.md §6–7).
 
-No GPU is needed: the kernels run in numba's CUDA simulator, which must be switched on
-(NUMBA_ENABLE_CUDASIM=1) before numba is first imported. The rest of the suite imports numba
-without it, so the cases run in a subprocess that imports this file with the variable set, and
-print their measurements as JSON; the tests below assert on them. If pytest itself runs under the
-simulator, the cases run in-process instead.
-
-Sizes are tiny: the simulator runs each GPU thread as a Python thread (about a millisecond per
-thread and step once the GIL switch interval is short, see `run_cases`).
+No GPU is needed: the kernels run in numba's CUDA simulator (see conftest.py here for how this
+folder is run).
 """
-import json
-import os
-import subprocess
-import sys
-import warnings
 import zlib
 
 import numpy as np
 import pytest
 
+from ddm_numba.backends import cpu, cuda_simulate
 from ddm_numba.backends.arrays import NetworkArrays, PathArrays, RunSettings
+from ddm_numba.errors import DDMError
 from ddm_numba.rng import make_states
 
-# the CUDA simulator runs a thread-step in ~1 ms: these parity checks (25–50 s with their
-# subprocess) are in the full run (`pytest -m slow`, which .ci/run runs) to keep `pytest` < 5 min
-pytestmark = pytest.mark.slow
-
-HERE = os.path.dirname(os.path.abspath(__file__))
+# numpy scalars in the simulator: uint64 wrap-around in xoroshiro (intended), and overflow /
+# inf − inf in the blow-up case; a short GIL switch interval for speed (conftest.py)
+pytestmark = [pytest.mark.filterwarnings("ignore::RuntimeWarning"),
+              pytest.mark.usefixtures("short_switch_interval")]
 
 
 def _network(g, N, d, m, p, R_scale):
@@ -74,7 +64,6 @@ def _max_rel_diff(a, b):
 def _compare(name, N=8, d=2, m=2, p=2, trials=3, n_steps=15, every=3, full=False, sigma_p=0.1,
              R_scale=0.2, dtype=np.float64, tpb=4, dt=0.05, tau=1.0, x0_scale=None):
     """Run one case on both backends with the same seed; return the differences."""
-    from ddm_numba.backends import cpu, cuda_simulate
     g = np.random.default_rng(zlib.crc32(name.encode()))
     net = _network(g, N, d, m, p, R_scale)
     U = g.normal(size=(n_steps + 1, p))
@@ -89,44 +78,6 @@ def _compare(name, N=8, d=2, m=2, p=2, trials=3, n_steps=15, every=3, full=False
     return {"z": _max_rel_diff(zg, zc), "x": _max_rel_diff(xg, xc),
             "blowup_cpu": bc.tolist(), "blowup_cuda": bg.tolist(),
             "states_equal": bool(np.array_equal(sc, sg)), "z_scale": float(np.nanmax(np.abs(zc)))}
-
-
-def _statistics():
-    """float32 on the GPU against float64 on the CPU with DIFFERENT seeds: the mean and variance
-    of z at the last record across trials must agree within Monte Carlo error."""
-    from ddm_numba.backends import cpu, cuda_simulate
-    trials, N, d, m, n_steps = 96, 4, 2, 2, 50
-    g = np.random.default_rng(3)
-    net = _network(g, N, d, m, 1, 0.2)
-    U = np.ones((n_steps + 1, 1))
-    x0 = np.ascontiguousarray(np.tile(net["c"], (trials, 1)))
-    common = dict(net=net, x0=x0, U=U, full=False, sigma_p=0.1, dt=0.05, tau=0.5,
-                  n_steps=n_steps, every=10)
-    zc = _simulate(cpu, seed=1, **common)[0][:, -1]
-    zg = _simulate(cuda_simulate, seed=2, dtype=np.float32, threads_per_block=1, **common)[0][:, -1]
-    vc, vg = zc.var(axis=0, ddof=1), zg.var(axis=0, ddof=1)
-    se_mean = np.sqrt((vc + vg) / trials)          # standard error of the difference of means
-    se_var = np.sqrt(2.0 / (trials - 1)) * np.sqrt(vc**2 + vg**2)   # ... of variances (normal)
-    return {"mean_z": float(np.max(np.abs(zc.mean(0) - zg.mean(0)) / se_mean)),
-            "var_z": float(np.max(np.abs(vc - vg) / se_var)), "sd": float(np.sqrt(vc).max())}
-
-
-def _errors():
-    """The host wrapper's refusals: (which, message) for each bad call."""
-    from ddm_numba.backends import cuda_simulate
-    from ddm_numba.errors import DDMError
-    g = np.random.default_rng(0)
-    out = {}
-    for label, d, dtype, tpb in [("d", cuda_simulate.MAX_D + 1, np.float64, 4),
-                                 ("dtype", 2, np.float16, 4), ("tpb", 2, np.float64, 3)]:
-        net = _network(g, 12, d, 1, 0, 0.0)
-        try:
-            _simulate(cuda_simulate, net, np.zeros((2, 12)), np.zeros((3, 0)), False, 0.0, 0.1, 1.0,
-                      2, 1, 0, dtype=dtype, threads_per_block=tpb)
-            out[label] = "accepted"
-        except DDMError as e:
-            out[label] = str(e)
-    return out
 
 
 CASES = {
@@ -147,45 +98,9 @@ CASES = {
 }
 
 
-def run_cases():
-    """All measurements, as a JSON-able dict (runs under the CUDA simulator)."""
-    import numba
-    assert numba.config.ENABLE_CUDASIM, "run_cases needs NUMBA_ENABLE_CUDASIM=1 before numba"
-    # The simulator's threads meet at every syncthreads; with Python's default 5 ms GIL switch
-    # interval each meeting waits for a switch, which makes a run ~15x slower.
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    try:
-        with warnings.catch_warnings():
-            # numpy scalars in the simulator: uint64 wrap-around in xoroshiro (intended), and
-            # overflow / inf − inf in the blow-up case
-            warnings.simplefilter("ignore", RuntimeWarning)
-            out = {name: _compare(name, **kw) for name, kw in CASES.items()}
-            out["statistics"] = _statistics()
-            out["errors"] = _errors()
-    finally:
-        sys.setswitchinterval(interval)
-    return out
-
-
-@pytest.fixture(scope="module")
-def results():
-    import numba
-    if numba.config.ENABLE_CUDASIM:
-        return run_cases()
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import test_cuda_simulate as t; "
-            "print('RESULTS' + json.dumps(t.run_cases()))")
-    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
-    proc = subprocess.run([sys.executable, "-c", code, HERE], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [s for s in proc.stdout.splitlines() if s.startswith("RESULTS")][-1]
-    return json.loads(line[len("RESULTS"):])
-
-
 @pytest.mark.parametrize("case", ["lowrank", "lowrank_odd", "full", "full_noR"])
-def test_float64_paths_equal_cpu(results, case):
-    r = results[case]
+def test_float64_paths_equal_cpu(case):
+    r = _compare(case, **CASES[case])
     assert r["z"] < 1e-10 and r["x"] < 1e-10, r
     assert r["states_equal"], "the random states must be advanced exactly as on the CPU"
     assert r["blowup_cuda"] == r["blowup_cpu"] == [-1, -1, -1]
@@ -193,21 +108,36 @@ def test_float64_paths_equal_cpu(results, case):
 
 
 @pytest.mark.parametrize("case", ["lowrank_f32", "full_f32"])
-def test_float32_paths_follow_cpu(results, case):
-    r = results[case]
+def test_float32_paths_follow_cpu(case):
+    r = _compare(case, **CASES[case])
     # float32 rounding (~6e-8 relative) amplified over 15 steps; measured ~1e-7
     assert r["z"] < 1e-4 and r["x"] < 1e-4, r
     assert r["states_equal"]
 
 
-def test_float32_statistics_within_monte_carlo_error(results):
-    r = results["statistics"]
+def test_float32_statistics_within_monte_carlo_error():
+    """float32 on the GPU against float64 on the CPU with DIFFERENT seeds: the mean and variance
+    of z at the last record across trials must agree within Monte Carlo error."""
+    trials, N, d, m, n_steps = 96, 4, 2, 2, 50
+    g = np.random.default_rng(3)
+    net = _network(g, N, d, m, 1, 0.2)
+    U = np.ones((n_steps + 1, 1))
+    x0 = np.ascontiguousarray(np.tile(net["c"], (trials, 1)))
+    common = dict(net=net, x0=x0, U=U, full=False, sigma_p=0.1, dt=0.05, tau=0.5,
+                  n_steps=n_steps, every=10)
+    zc = _simulate(cpu, seed=1, **common)[0][:, -1]
+    zg = _simulate(cuda_simulate, seed=2, dtype=np.float32, threads_per_block=1, **common)[0][:, -1]
+    vc, vg = zc.var(axis=0, ddof=1), zg.var(axis=0, ddof=1)
+    se_mean = np.sqrt((vc + vg) / trials)          # standard error of the difference of means
+    se_var = np.sqrt(2.0 / (trials - 1)) * np.sqrt(vc**2 + vg**2)   # ... of variances (normal)
+    r = {"mean_z": float(np.max(np.abs(zc.mean(0) - zg.mean(0)) / se_mean)),
+         "var_z": float(np.max(np.abs(vc - vg) / se_var)), "sd": float(np.sqrt(vc).max())}
     assert r["mean_z"] < 4 and r["var_z"] < 4, r  # in standard errors
     assert r["sd"] > 0.01                          # the noise did something
 
 
-def test_blowup_reported_like_cpu(results):
-    r = results["blowup"]
+def test_blowup_reported_like_cpu():
+    r = _compare("blowup", **CASES["blowup"])
     assert r["blowup_cuda"] == r["blowup_cpu"], r
     assert r["blowup_cpu"][0] == -1 and 0 < r["blowup_cpu"][2] < r["blowup_cpu"][1], r
     assert all(s % 2 == 0 for s in r["blowup_cpu"][1:])  # found at a record step
@@ -216,8 +146,17 @@ def test_blowup_reported_like_cpu(results):
     assert r["states_equal"]
 
 
-def test_models_beyond_the_kernels_limits_are_refused(results):
-    errors = results["errors"]
+def test_models_beyond_the_kernels_limits_are_refused():
+    """The host wrapper's refusals, one per bad call."""
+    g = np.random.default_rng(0)
+    errors = {}
+    for label, d, dtype, tpb in [("d", cuda_simulate.MAX_D + 1, np.float64, 4),
+                                 ("dtype", 2, np.float16, 4), ("tpb", 2, np.float64, 3)]:
+        net = _network(g, 12, d, 1, 0, 0.0)
+        with pytest.raises(DDMError) as exc:
+            _simulate(cuda_simulate, net, np.zeros((2, 12)), np.zeros((3, 0)), False, 0.0, 0.1, 1.0,
+                      2, 1, 0, dtype=dtype, threads_per_block=tpb)
+        errors[label] = str(exc.value)
     assert "use the CPU backend" in errors["d"]
     assert "float64 or float32" in errors["dtype"]
     assert "power of two" in errors["tpb"]
