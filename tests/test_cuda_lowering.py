@@ -57,7 +57,7 @@ def test_kernels_compile_for_a_gpu(monkeypatch):
     except ImportError as exc:
         pytest.skip(f"numba-cuda internals not as expected: {exc}")
     from numba import boolean, float64, int64, typeof
-    from numba.types import Array, void
+    from numba.types import Array, Tuple, void
 
     from ddm_numba.backends.arrays import NetworkArrays, PathArrays, RunSettings
 
@@ -66,8 +66,8 @@ def test_kernels_compile_for_a_gpu(monkeypatch):
 
     C1, C2, A2 = Array(float64, 1, "C"), Array(float64, 2, "C"), Array(float64, 2, "A")
     SIGS = {
-        "_lowrank_residual": (C2, C2, C2, C1, A2, A2.copy(ndim=1), A2, A2, A2.copy(ndim=1),
-                              float64, int64, C2, C2),
+        "_lowrank_residual": (Tuple((C2, C2, C2, C1)), A2, A2.copy(ndim=1), A2, A2,
+                              A2.copy(ndim=1), float64, int64, C2, C2),
         "_lowrank_neuron_grad": (C2, C2, A2, A2, A2.copy(ndim=1), int64, C2),
         "_sum_rows": (C2, C1, int64),
         "_features": (C2, C2, C2, C1, int64, int64, A2),
