@@ -375,6 +375,29 @@ def sample(model, out, trials, duration, seed, dt, record_every, inputs, save_ne
 
 
 @main.command(cls=_Command, context_settings=CONTEXT)
+@click.option("--dims", default="1,2,3", show_default=True, metavar="D[,D...]",
+              help="Latent dimensions to compile for.")
+def warmup(dims):
+    """Compile numba's kernels ahead of use, so that later first runs start at once.
+
+    \b
+    Runs tiny fits (low-rank and full), samples and a fit from data for each latent
+    dimension; numba caches the compiled code on disk. Run it once after installing (or
+    on each new Dask worker image). Progress goes to stderr.
+    """
+    from ddm_numba.warmup import warmup as run_warmup
+    try:
+        wanted = [int(v) for v in dims.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{dims!r} is not a list of integers such as 1,2,3",
+                                 param_hint="--dims") from None
+    from ddm_numba._jit import compile_notices
+    compile_notices(sys.stderr)
+    info = run_warmup(wanted, progress=sys.stderr)
+    click.echo(f"compiled for d = {', '.join(map(str, info['dims']))} in {info['seconds']:.1f}s")
+
+
+@main.command(cls=_Command, context_settings=CONTEXT)
 @click.argument("model")
 @click.option("--out", "-o", default=None,
               help="Folder for report.json and the figures (default: MODEL's name + _analysis).")
