@@ -12,6 +12,7 @@ def ou_data():
     return sample_target("ou2d", trials=100, time=100, seed=5, dt=0.01, record_every=1)
 
 
+@pytest.mark.slow      # 24 s: the full run, so that pytest keeps a margin under 5 minutes
 def test_ou2d_from_data_drift_diffusion_and_stationary_covariance(ou_data):
     """Increment matching on ou2d: e_f ≤ 0.05 and e_D ≤ 0.1 against the true fields at held-out
     points (measured 0.02 and 0.001 with 256 neurons; 48 here), and the fitted network's stationary
