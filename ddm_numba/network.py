@@ -12,6 +12,7 @@ import tempfile
 
 import numpy as np
 
+from .blocks import row_blocks
 from .errors import DDMError
 
 FORMAT = "ddm_numba.model/1"
@@ -98,22 +99,51 @@ class Network:
         return F / self.tau
 
     def latent_drift(self, z, u=None):
-        """f_net(z, u) = P F(M z + c)  (K, d): the drift on the manifold."""
-        return self.full_drift(self.embed(z), u) @ self.P.T
+        """f_net(z, u) = P F(M z + c)  (K, d): the drift on the manifold.
+
+        With x = M z + c, P x = z + P c and P (b − c) = b_z, so
+            P F(x) = (1/τ)[−z + (P W) φ(M z + c) + b_z + B_z u],
+        where P W = A for low-rank models: O(K N d), never the N×N W, in row blocks (blocks.py).
+        u: (p,) for all rows, or one row per state.
+        """
+        z = np.asarray(z, dtype=float)
+        PW = self.A if self.A is not None else self.P @ self._W
+        const = self.b_z
+        U = None
+        if self.B_in is not None and u is not None:
+            u = np.asarray(u, dtype=float)
+            if u.ndim == 1:
+                const = const + self.B_z @ u
+            else:
+                U = u.reshape(-1, u.shape[-1])
+        flat = z.reshape(-1, self.d)
+        out = np.empty_like(flat)
+        for sl in row_blocks(len(flat), self.N):
+            zs = flat[sl]
+            out[sl] = np.tanh(zs @ self.M.T + self.c) @ PW.T + const - zs
+            if U is not None:
+                out[sl] += U[sl] @ self.B_z.T
+        return (out / self.tau).reshape(z.shape)
 
     def off_manifold_drift(self, z, u=None):
         """F_⊥ = Q F(M z + c) (K, N): zero for low-rank models."""
         return self.project_off(self.full_drift(self.embed(z), u))
 
     def noise_S(self, z):
-        """S(h)_{ab} = S0_{ab} + Σ_j R_{abj} φ_j(h), h = M z + c  → (K, d, m)."""
-        phi = np.tanh(self.embed(z))
-        return self.S0[None] + np.einsum("abj,kj->kab", self.R, phi)
+        """S(h)_{ab} = S0_{ab} + Σ_j R_{abj} φ_j(h), h = M z + c  → (K, d, m), in row blocks."""
+        z = np.asarray(z, dtype=float)
+        flat = z.reshape(-1, self.d)
+        d, m = self.S0.shape
+        R = self.R.reshape(d * m, self.N)
+        out = np.empty((len(flat), d * m))
+        for sl in row_blocks(len(flat), self.N):
+            out[sl] = np.tanh(flat[sl] @ self.M.T + self.c) @ R.T + self.S0.reshape(-1)
+        return out.reshape(z.shape[:-1] + (d, m))
 
     def latent_diffusion(self, z):
         """D_net(z) = S Sᵀ + σ_p² P Pᵀ  (K, d, d)."""
         S = self.noise_S(z)
-        return np.einsum("kam,kbm->kab", S, S) + self.sigma_private ** 2 * (self.P @ self.P.T)
+        return np.einsum("...am,...bm->...ab", S, S) + self.sigma_private ** 2 * (self.P @ self.P.T)
 
     # -- file ---------------------------------------------------------------------------------
     def _arrays(self):

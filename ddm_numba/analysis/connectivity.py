@@ -16,6 +16,7 @@ For low-rank models P W_a = ½ (A − (P Aᵀ) Mᵀ) costs O(N d²): no N×N mat
 """
 import numpy as np
 
+from ..blocks import row_blocks
 from ..errors import DDMError
 
 
@@ -52,15 +53,23 @@ class LatentField:
         self.affine = part != "W_a" if affine is None else bool(affine)
         self.tau, self.d = net.tau, net.d
 
-    def _h(self, z):
+    def _points(self, z):
         z = np.asarray(z, dtype=float)
         if z.ndim != 2 or z.shape[1] != self.d:
             raise DDMError(f"latent points must have shape (K, {self.d}), got {z.shape}")
-        return z, z @ self.net.M.T + self.net.c
+        return z
+
+    def _blocks(self, z):
+        """(rows, z rows, h = M z + c) over row blocks: the K×N pre-activations are never held
+        whole (blocks.py; analysis evaluates these on millions of samples)."""
+        for sl in row_blocks(len(z), self.net.N):
+            yield sl, z[sl], z[sl] @ self.net.M.T + self.net.c
 
     def drift(self, z, u=None):
-        z, h = self._h(z)
-        f = np.tanh(h) @ self.G.T
+        z = self._points(z)
+        f = np.empty_like(z)
+        for sl, zs, h in self._blocks(z):
+            f[sl] = np.tanh(h) @ self.G.T
         if self.affine:
             f = f - z + self.net.b_z
             if u is not None and self.net.p:
@@ -68,15 +77,19 @@ class LatentField:
         return f / self.tau
 
     def jacobian(self, z):
-        z, h = self._h(z)
-        J = np.einsum("aj,kj,jb->kab", self.G, dphi(h), self.net.M)
+        z = self._points(z)
+        J = np.empty((len(z), self.d, self.d))
+        for sl, _, h in self._blocks(z):
+            J[sl] = np.einsum("aj,kj,jb->kab", self.G, dphi(h), self.net.M)
         if self.affine:
             J = J - np.eye(self.d)[None]
         return J / self.tau
 
     def divergence(self, z):
-        z, h = self._h(z)
-        div = dphi(h) @ self.diag_MG
+        z = self._points(z)
+        div = np.empty(len(z))
+        for sl, _, h in self._blocks(z):
+            div[sl] = dphi(h) @ self.diag_MG
         if self.affine:
             div = div - self.d
         return div / self.tau
@@ -177,9 +190,9 @@ def epr_split_ensemble(net, z, D):
     fields = {name: LatentField(net, part) for name, part in
               (("total", "W"), ("symmetric", "W_s"), ("antisymmetric", "W_a"))}
     sums = {name: np.zeros(len(flat)) for name in fields}
-    # chunks keep the K×N rates in cache-sized pieces; φ(h) is computed once for all parts
-    for start in range(0, len(flat), 8192):
-        zc = flat[start:start + 8192]
+    # row blocks keep the K×N rates in pieces (blocks.py); φ(h) is computed once for all parts
+    for sl in row_blocks(len(flat), net.N):
+        zc = flat[sl]
         t = np.tanh(zc @ net.M.T + net.c)
         dp = 1.0 - t * t
         drifts, divs = {}, {}
@@ -191,8 +204,7 @@ def epr_split_ensemble(net, z, D):
                 divs[name] -= net.d
         Df = drifts["total"] @ Dinv / net.tau
         for name in fields:
-            sums[name][start:start + 8192] = (2 * np.einsum("ka,ka->k", Df, drifts[name])
-                                              + divs[name]) / net.tau
+            sums[name][sl] = (2 * np.einsum("ka,ka->k", Df, drifts[name]) + divs[name]) / net.tau
     out = {}
     for name in fields:
         terms = sums[name].reshape(shape)

@@ -44,6 +44,7 @@ import numpy as np
 
 from .._version import __version__
 from ..backends import DEFAULT_DEVICE, cpu, select
+from ..blocks import row_blocks
 from ..errors import DDMError, checked_number as _number
 from ..matching import _tau, fit_memory, initial_embedding, relative_error
 from ..network import Network
@@ -83,13 +84,13 @@ def _subset(n, k, rng):
     return slice(None) if n <= k else np.sort(rng.choice(n, k, replace=False))
 
 
-def _chunks(n, size=65536):
-    return (slice(i, min(n, i + size)) for i in range(0, n, size))
-
-
 def _drift(A, b_z, M, c, tau, z):
-    """f_net(z) = (1/τ)(−z + A φ(M z + c) + b_z) for the rows of z."""
-    return (np.tanh(z @ M.T + c) @ A.T + b_z - z) / tau
+    """f_net(z) = (1/τ)(−z + A φ(M z + c) + b_z) for the rows of z (in row blocks: every function
+    here that evaluates features does, so that memory is O(N) per row block, not O(K N))."""
+    out = np.empty_like(z, dtype=float)
+    for sl in row_blocks(len(z), M.shape[0]):
+        out[sl] = (np.tanh(z[sl] @ M.T + c) @ A.T + b_z - z[sl]) / tau
+    return out
 
 
 def _generator_of_drift(A, b_z, M, c, tau, z, D, deterministic=True):
@@ -99,7 +100,7 @@ def _generator_of_drift(A, b_z, M, c, tau, z, D, deterministic=True):
     deterministic=False leaves out J f: the diffusion's part ½ D : ∇∇f alone (see _refine)."""
     q = np.einsum("nb,bc,nc->n", M, D, M)
     out = np.empty_like(z)
-    for sl in _chunks(len(z)):
+    for sl in row_blocks(len(z), M.shape[0]):
         zs = z[sl]
         ph = np.tanh(zs @ M.T + c)
         dph = 1.0 - ph * ph
@@ -113,7 +114,7 @@ def _generator_of_drift(A, b_z, M, c, tau, z, D, deterministic=True):
 def _cross(M, c, z, Y):
     """C = (1/K) Σ_k ψ_k Y_kᵀ, ψ = [φ(M z + c); 1]: the right-hand side of the ridge alone."""
     C = np.zeros((M.shape[0] + 1, Y.shape[1]))
-    for sl in _chunks(len(z)):
+    for sl in row_blocks(len(z), M.shape[0]):
         C[:-1] += np.tanh(z[sl] @ M.T + c).T @ Y[sl]
         C[-1] += Y[sl].sum(axis=0)
     return C / len(z)
@@ -169,7 +170,7 @@ def _noise_weights(ridge, r, rv, dt):
 
     def weights(zs):
         w = np.ones((len(zs), len(mean)))
-        for sl in _chunks(len(zs)):
+        for sl in row_blocks(len(zs), N):
             Dhat = np.tanh(zs[sl] @ ridge.M.T + ridge.c) @ eta[:N] + eta[N]
             w[sl] = 1.0 / np.maximum(Dhat, mean / WEIGHT_CAP)
         return w
@@ -245,9 +246,16 @@ class _Ridge:
         self._z, self._zv = np.ascontiguousarray(z), np.ascontiguousarray(zv)
         self.fold = np.asarray(fold)
         self.k = int(self.fold.max()) + 1 if len(self.fold) else 1
-        # the rows of each fold: fold 0 the held-out pairs, the others by label
-        self._rows = [None] + [np.flatnonzero(self.fold == j) for j in range(1, self.k)]
-        self.count = np.array([len(zv)] + [len(r) for r in self._rows[1:]], dtype=float)
+        # the rows of each fold: fold 0 the held-out pairs, the others by label. fit_data passes
+        # the training pairs sorted by fold, so each fold is a slice and its rows a view (no
+        # per-fold copies of the states and targets); any other order is indexed
+        if np.all(np.diff(self.fold) >= 0):
+            edges = np.searchsorted(self.fold, np.arange(1, self.k + 1))
+            self._rows = [None] + [slice(edges[j - 1], edges[j]) for j in range(1, self.k)]
+        else:
+            self._rows = [None] + [np.flatnonzero(self.fold == j) for j in range(1, self.k)]
+        self.count = np.array([len(zv)] + [np.count_nonzero(self.fold == j)
+                                           for j in range(1, self.k)], dtype=float)
         self.Gs, self.Cs, self.Ss = [], [], []
         for j in range(self.k):
             zj = self._zv if j == 0 else np.ascontiguousarray(self._z[self._rows[j]])
