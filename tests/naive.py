@@ -37,3 +37,64 @@ def full_loss_grad_samples(data, W, b, B_in, M, c, P, Q, lam_perp):
         return np.ascontiguousarray(a, dtype=np.float64)
     return full_drift_loss_grad(data.z, data.u, data.f, data.lam, cont(W.T), cont(b), cont(B_in.T),
                                 cont(M.T), cont(c), cont(P), cont(Q), float(lam_perp), data.tau)
+
+
+def phi_em(x):
+    """The sampler's activation (ddm_numba._jit.phi_em) in numpy: x P(x²)/Q(x²), x clamped to
+    ±PHI_EM_CLAMP, from the coefficients alone."""
+    from ddm_numba import _jit
+    y = np.clip(x, -_jit.PHI_EM_CLAMP, _jit.PHI_EM_CLAMP)
+    s = y * y
+    p = np.polynomial.polynomial.polyval(s, [1.0, _jit._P1, _jit._P2, _jit._P3, _jit._P4, _jit._P5])
+    q = np.polynomial.polynomial.polyval(s, [1.0, _jit._Q1, _jit._Q2, _jit._Q3, _jit._Q4, _jit._Q5])
+    return y * p / q
+
+
+def euler_maruyama(W, net, run, x0, states):
+    """Euler–Maruyama for a network, trial by trial in numpy: the reference for the samplers.
+
+        x ← x + (dt/τ)[−x + W φ̃(x) + b + B_in u] + √dt (M S(x) ξ + σ_p η),
+        S(x) = S0 + Σ_j R[:, :, j] φ̃_j(x),
+    with the draws of docs/model.md §6 from each trial's own stream (rng.fill_normals on that
+    trial's row of ``states``: the m latent normals, then the N private ones, each in pairs).
+    net: a backends.arrays.NetworkArrays with 2-D MT and P; W (N, N) dense. Records z = P (x − c)
+    every ``every`` steps; a trial whose record is not finite stops there (blowup = that step).
+    φ̃ is this module's ``phi_em`` (a test may put np.tanh in its place).
+    Returns (z (trials, records, d), x (trials, records, N), blowup (trials,)).
+    """
+    trials, N = x0.shape
+    T = run.n_steps // run.every + 1
+    z_out, x_out = np.zeros((trials, T, net.S0.shape[0])), np.zeros((trials, T, N))
+    blowup = np.full(trials, -1)
+    with np.errstate(over="ignore", invalid="ignore"):   # the tests' overflowing trials
+        for tr in range(trials):
+            # states[tr:tr + 1] is a view: the draws advance the caller's states
+            blowup[tr] = _trial(W, net, run, x0[tr].copy(), states[tr:tr + 1],
+                                (z_out[tr], x_out[tr]))
+    return z_out, x_out, blowup
+
+
+def _trial(W, net, run, x, stream, records):
+    """One trial of euler_maruyama; returns its blow-up step (−1 if none)."""
+    from ddm_numba.rng import fill_normals
+    z_out, x_out = records
+    MT, P = np.asarray(net.MT), np.asarray(net.P)
+    for step in range(run.n_steps + 1):
+        if step % run.every == 0:
+            z = P @ (x - net.c)
+            z_out[step // run.every], x_out[step // run.every] = z, x
+            if not np.all(np.isfinite(z)):
+                return step
+        if step == run.n_steps:
+            return -1
+        ph = phi_em(x)
+        xi = np.empty((1, net.S0.shape[1]))
+        fill_normals(stream, xi)
+        S = net.S0 + np.einsum("aqj,j->aq", net.R, ph)
+        drive = W @ ph + net.b + net.BinT.T @ run.U[step]
+        x = x + run.dt / net.tau * (drive - x) + np.sqrt(run.dt) * (MT.T @ (S @ xi[0]))
+        if net.sigma_p > 0:
+            eta = np.empty((1, x.shape[0]))
+            fill_normals(stream, eta)
+            x = x + net.sigma_p * np.sqrt(run.dt) * eta[0]
+    return -1

@@ -43,6 +43,56 @@ def test_phi_is_tanh():
     assert np.all(np.abs(out - ref) <= 4e-15 * np.maximum(np.abs(ref), 1e-300))
 
 
+def _apply(fn, x):
+    out = np.empty_like(x)
+
+    @numba.njit
+    def apply(x, out):
+        for i in range(x.size):
+            out[i] = fn(x[i])
+    apply(x, out)
+    return out
+
+
+def test_sampler_phi_is_tanh_to_its_stated_error():
+    """φ̃ (``_jit.phi_em``, the sampler's activation) within PHI_EM_ERROR = 5e-10 of tanh on a
+    grid of 4·10⁶ points over [−40, 40] (step 2e-5, finer than the rational's features: its
+    error curve has 12 extrema on [0, 11]) and at every magnitude from 1e-300 up; relative error
+    ≤ 1e-9 (so it keeps tanh's relative accuracy near 0); odd; monotone; ±1 to PHI_EM_ERROR at
+    ±inf. A wrong coefficient, a wrong clamp or an evaluation that loses precision moves the
+    error by orders of magnitude, past the bound."""
+    x = np.concatenate([np.linspace(-40, 40, 4_000_001), np.logspace(-300, 2, 2000),
+                        -np.logspace(-300, 2, 2000), [0.0, np.inf, -np.inf, 1e300, -1e300]])
+    got = _apply(_jit.phi_em, x)
+    ref = np.tanh(x)
+    assert np.max(np.abs(got - ref)) <= _jit.PHI_EM_ERROR
+    nz = ref != 0
+    assert np.max(np.abs(got[nz] / ref[nz] - 1)) <= 1e-9
+    assert _apply(_jit.phi_em, np.array([0.0]))[0] == 0.0
+    grid = np.linspace(0, 40, 4_000_001)
+    pos, neg = _apply(_jit.phi_em, grid), _apply(_jit.phi_em, -grid)
+    assert np.array_equal(pos, -neg)                       # odd
+    assert np.all(np.diff(pos) >= 0)                       # monotone
+    # and not tanh to 5e-16: this is a different function from phi, as documented
+    assert np.max(np.abs(got - ref)) > 1e-12
+
+
+def test_sampler_phi_coefficients_are_the_script_s():
+    """docs/phi_rational.py fits the coefficients; _jit carries them. Refitting must give the
+    same error (the fit is deterministic), so the script and the code cannot drift apart."""
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "docs" / "phi_rational.py"
+    spec = importlib.util.spec_from_file_location("phi_rational", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    p, q, err = mod.fit()
+    carried = np.array([_jit._P1, _jit._P2, _jit._P3, _jit._P4, _jit._P5,
+                        _jit._Q1, _jit._Q2, _jit._Q3, _jit._Q4, _jit._Q5])
+    np.testing.assert_allclose(np.r_[p[1:], q[1:]], carried, rtol=1e-6)   # lstsq rounding may differ by machine; the bound is the test above
+    assert err <= _jit.PHI_EM_ERROR
+
+
 def test_loss_bits_do_not_depend_on_thread_count():
     rng = np.random.default_rng(0)
     K, N, d = 1000, 40, 2

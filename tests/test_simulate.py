@@ -34,11 +34,13 @@ def test_full_connectivity_path_equals_low_rank_path(dw_model):
     assert np.max(np.abs(a.x - b.x)) < 1e-9 and np.max(np.abs(a.z - b.z)) < 1e-9
 
 
-def test_batched_full_kernel_equals_the_per_trial_kernel():
-    """Full W steps every trial together (Φ Wᵀ by BLAS, per slab of trials); the per-trial kernel
-    is the reference. Same streams, so the paths agree to rounding, with inputs, state-dependent
-    noise, private noise, a record interval, and one trial that blows up (found at the same
-    step, and the others unaffected). Three slabs of trials; bit-identical on 1 and 2 threads."""
+def test_batched_full_kernel_equals_plain_euler_maruyama():
+    """Full W steps every trial together (Φ Wᵀ by BLAS, per slab of trials); the reference is
+    tests/naive.py's trial-by-trial numpy Euler–Maruyama. Same streams, so the paths agree to
+    rounding, with inputs, state-dependent noise, private noise, a record interval, and one trial
+    that blows up (found at the same step, and the others unaffected). Three slabs of trials;
+    bit-identical on 1 and 2 threads."""
+    from naive import euler_maruyama
     from ddm_numba.backends import cpu
     from ddm_numba.backends.arrays import NetworkArrays, PathArrays, RunSettings
     from ddm_numba.rng import make_states
@@ -72,7 +74,9 @@ def test_batched_full_kernel_equals_the_per_trial_kernel():
         kernel(net, run_settings, paths)
         return paths.z_out, paths.x_out, paths.blowup
 
-    z_ref, x_ref, bl_ref = run(cpu._simulate_network)
+    plain = net._replace(MT=MT, A=np.zeros((d, N)), P=P)
+    z_ref, x_ref, bl_ref = euler_maruyama(WT.T, plain, run_settings, x0.copy(),
+                                          make_states(trials, 7))
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
@@ -177,3 +181,83 @@ def test_ou2d_stationary_covariance():
     B = np.array([[1.0, -2.0], [2.0, 1.0]])
     S = scipy.linalg.solve_discrete_lyapunov(np.eye(2) - B * dt, dt * np.eye(2))
     assert np.all(np.abs(mean - S) < 5 * se + 2e-3)
+
+
+def _lowrank_case(N, seed=3, R_scale=0.02, sigma_p=0.05, p=2):
+    from ddm_numba.backends.arrays import NetworkArrays
+    rng = np.random.default_rng(seed)
+    d, m = 3, 3
+    MT = rng.standard_normal((d, N)) / np.sqrt(N)
+    A = rng.standard_normal((d, N)) * 2 / np.sqrt(N)
+    c = 0.3 * rng.standard_normal(N)
+    b = MT.T @ rng.standard_normal(d) + c
+    P = np.linalg.pinv(MT.T)
+    net = NetworkArrays(MT, c, A, np.zeros((1, 1)), False, b, rng.standard_normal((p, N)),
+                        0.4 * np.eye(d, m), R_scale * rng.standard_normal((d, m, N)),
+                        R_scale > 0, sigma_p, P, 0.7)
+    return net, rng
+
+
+def test_low_rank_sampler_equals_plain_euler_maruyama():
+    """The tiled low-rank sampler (one sweep a step in tiles of cpu.TILE neurons, sums for the
+    next step taken tile by tile, φ̃) against tests/naive.py's numpy Euler–Maruyama with
+    W = M A: N = 2·TILE + 89, so a full tile, a second one and an odd tail (the private normals'
+    pairs must not straddle tiles); inputs switching on and off, state-dependent noise, private
+    noise, a record every 3 steps, and one trial that overflows."""
+    from naive import euler_maruyama
+    from ddm_numba.backends import cpu
+    from ddm_numba.backends.arrays import PathArrays, RunSettings
+    from ddm_numba.rng import make_states
+
+    N, trials, steps, every = 2 * cpu.TILE + 89, 5, 40, 3
+    net, rng = _lowrank_case(N)
+    U = np.zeros((steps + 1, 2))
+    U[5:20, 0], U[12:30, 1] = 0.7, -0.4
+    # dt = 3τ: Euler's factor |1 − dt/τ| = 2 a step (as in the full test), so trial 2, started
+    # 1e300 times further out, overflows after about 25 steps while the others stay finite
+    run = RunSettings(U, 3 * net.tau, steps, every, True)
+    x0 = (net.MT.T @ rng.standard_normal((3, trials))).T + net.c
+    x0[2] *= 1e300
+    T = steps // every + 1
+    paths = PathArrays(x0.copy(), make_states(trials, 9), np.zeros((trials, T, 3)),
+                       np.zeros((trials, T, N)), np.zeros(trials, dtype=np.int64))
+    fast = net._replace(MT=cpu.rows(net.MT), A=cpu.rows(net.A), P=cpu.rows(net.P))
+    cpu._simulate_network(fast, run, paths)
+    z_ref, x_ref, bl_ref = euler_maruyama(net.MT.T @ net.A, net, run, x0.copy(),
+                                          make_states(trials, 9))
+    assert np.array_equal(paths.blowup, bl_ref) and bl_ref[2] > 0 and bl_ref[0] == -1
+    ok = np.arange(trials) != 2
+    scale = np.max(np.abs(x_ref[ok]))
+    assert np.max(np.abs(paths.x_out[ok] - x_ref[ok])) < 1e-12 * scale
+    assert np.max(np.abs(paths.z_out[ok] - z_ref[ok])) < 1e-12 * scale
+
+
+def test_sampler_phi_changes_paths_by_less_than_its_error_bound():
+    """φ̃ in place of tanh, same noise: how far apart do the paths drift? Each step the drift
+    moves by at most δ = PHI_EM_ERROR · ‖A‖ (per unit of dt/τ), so after n steps of a contracting
+    flow the gap is about n (dt/τ) δ; a chaotic one multiplies it by e^{λ t}. Here 2000 steps of
+    a tanh network (λ ≤ 1), noisy: the gap between the sampler's paths and numpy's with exact
+    tanh stays below 1e-6 of the paths' scale, where the noise's own increments are ~1e-1 a
+    step: no statistic of a sample can see it. (The same test with a φ 1e-4 off fails.)"""
+    from naive import euler_maruyama
+    import naive
+    from ddm_numba.backends import cpu
+    from ddm_numba.backends.arrays import PathArrays, RunSettings
+    from ddm_numba.rng import make_states
+
+    N, trials, steps = 300, 3, 2000
+    net, rng = _lowrank_case(N, seed=5, R_scale=0.0, sigma_p=0.0, p=0)
+    run = RunSettings(np.zeros((steps + 1, 0)), 0.01, steps, 50, False)
+    x0 = (net.MT.T @ rng.standard_normal((3, trials))).T + net.c
+    paths = PathArrays(x0.copy(), make_states(trials, 1), np.zeros((trials, steps // 50 + 1, 3)),
+                       np.zeros((1, 1, 1)), np.zeros(trials, dtype=np.int64))
+    cpu._simulate_network(net._replace(MT=cpu.rows(net.MT), A=cpu.rows(net.A),
+                                       P=cpu.rows(net.P)), run, paths)
+    original = naive.phi_em
+    try:
+        naive.phi_em = np.tanh
+        z_tanh, _, _ = euler_maruyama(net.MT.T @ net.A, net, run, x0.copy(), make_states(trials, 1))
+    finally:
+        naive.phi_em = original
+    gap = np.max(np.abs(paths.z_out - z_tanh)) / np.max(np.abs(z_tanh))
+    assert 0 < gap < 1e-6, gap

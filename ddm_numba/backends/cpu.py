@@ -14,7 +14,7 @@ import numpy as np
 from numba import prange
 from threadpoolctl import threadpool_limits
 
-from .._jit import kernel, phi
+from .._jit import kernel, phi, phi_em
 from ..errors import DDMError
 from ..rng import normal_pair
 
@@ -22,6 +22,7 @@ NAME = "cpu"
 
 BLOCK = 256
 WEIGHTED_BLOCK = 4096
+TILE = 256      # neurons per tile of the low-rank sampler's sweep (even: see _simulate_network)
 FULL_SLAB = 32  # fewest trials per BLAS product in full-connectivity sampling (_simulate_full)
 # Reassociation lets LLVM vectorize dot products; no nnan/ninf, so non-finite values still show.
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -383,108 +384,198 @@ def simulate_network(net, run, paths, dtype=np.float64, threads_per_block=None):
     return _simulate_network(net, run, paths)
 
 
+@kernel(inline="always", fastmath=_FAST)
+def phi_em_sweep(src, dst):
+    """dst[i] = φ̃(src[i]) (``_jit.phi_em``, the sampler's activation), two chains per iteration
+    as in ``phi_sweep``."""
+    n = src.shape[0]
+    h = n // 2
+    for i in range(h):
+        a = src[i]
+        b = src[i + h]
+        dst[i] = phi_em(a)
+        dst[i + h] = phi_em(b)
+    if n % 2 == 1:
+        dst[n - 1] = phi_em(src[n - 1])
+
+
+@kernel(inline="always", fastmath=_FAST)
+def _tile_sums(x, i0, i1, weights, want_rec, ph, sums):
+    """Add neurons i0:i1's share of the sums a step needs from x to sums = (A φ̃(x), R φ̃(x),
+    P (x − c)): the last only when ``want_rec``, the second only when has_R; weights =
+    (c, A, R, has_R, P). ph: a scratch tile for φ̃.
+
+    Every loop runs over slices from index 0: an index such as i0 + k, whose sign numba cannot
+    know, gets a negative-index check on every access, and the loop stops vectorizing (measured:
+    the sampler 4× slower)."""
+    c, A, R, has_R, P = weights
+    Aphi, Rphi, rec = sums
+    n = i1 - i0
+    t = ph[:n]
+    xs = x[i0:i1]
+    phi_em_sweep(xs, t)
+    for a in range(len(A)):
+        row = A[a][i0:i1]
+        s = 0.0
+        for k in range(n):
+            s += row[k] * t[k]
+        Aphi[a] += s
+    if has_R:
+        for a in range(R.shape[0]):
+            for q in range(R.shape[1]):
+                row = R[a, q, i0:i1]
+                s = 0.0
+                for k in range(n):
+                    s += row[k] * t[k]
+                Rphi[a, q] += s
+    if want_rec:
+        cs = c[i0:i1]
+        for a in range(len(P)):
+            row = P[a][i0:i1]
+            s = 0.0
+            for k in range(n):
+                s += row[k] * (xs[k] - cs[k])
+            rec[a] += s
+
+
 @kernel(parallel=True, fastmath=_FAST)
 def _simulate_network(net, run, paths):
-    """Euler–Maruyama for the network (docs/model.md §1, §6), one trial per prange iteration.
+    """Euler–Maruyama for a low-rank network (docs/model.md §1, §6), one trial per prange
+    iteration (full connectivity: ``_simulate_full``).
 
-        x ← x + (dt/τ) [ −x + W φ(x) + b + B_in u(t) ] + √dt ( M S(x) ξ + σ_p η ),
-        ξ ~ N(0, I_m), η ~ N(0, I_N),  S(x) = S0 + Σ_j R[:, :, j] φ_j(x).
-    Low-rank (full = False): W φ = M (A φ), O(N d) a step. Full: W φ, O(N²) a step.
-    Mᵀ, A and P come as tuples of d rows (``rows``), so the loops over d unroll: a low-rank step
-    is three sweeps over the neurons (φ, the d dot products A φ, the update x += … + M ℓ).
+        x ← x + (dt/τ) [ −x + b + B_in u(t) ] + M ℓ + √dt σ_p η,
+        ℓ = (dt/τ) A φ̃(x) + √dt S(x) ξ,   S(x) = S0 + Σ_j R[:, :, j] φ̃_j(x),
+    ξ ~ N(0, I_m), η ~ N(0, I_N): W φ = M (A φ), O(N d) a step, with φ̃ = ``_jit.phi_em``.
+    One sweep over the neurons a step, in tiles of TILE neurons: each tile is updated, then its
+    φ̃ and its shares of the sums the next step needs (A φ̃, R φ̃, and P (x − c) before a record)
+    are taken while the tile is in L1. So x is read and written once a step, φ̃ never goes
+    through memory, and the weights are read once (benchmarks/README.md §2).
+    Mᵀ, A and P come as tuples of d rows (``rows``), so the loops over d unroll.
     Random numbers come from trial i's own xoroshiro128+ stream (states[i]), drawn each step in this
-    order: the m latent normals ξ (pairs), then, if σ_p > 0, the N private normals η (pairs). So a
-    trial's path does not depend on the thread that runs it.
+    order: the m latent normals ξ (pairs), then, if σ_p > 0, the N private normals η (pairs, in
+    neuron order; TILE is even, so no pair straddles two tiles). So a trial's path does not depend
+    on the thread that runs it.
     Records z = P (x − c) at steps 0, every, 2·every, ... into z_out[i] (and x into x_out[i]).
     A trial whose state stops being finite is stopped; blowup[i] = the first bad step (else −1).
     x0 is overwritten with the final states and ``states`` advanced, so calling again with them
     continues the same paths (the sampler runs in chunks of steps: interruptible, with progress).
+
+    The trial's work is a function of its own (``_run_trial``), called from the prange loop, not
+    the loop's body: numba compiles a prange body into a gufunc in which these inner loops ran
+    3–5× slower (measured: the same code, 3.2e8 neuron-steps/s on one thread inside prange,
+    1.2e9 as a plain function; the loops stop vectorizing).
     """
+    # unpacked and packed again inside the loop: a prange body cannot capture a named tuple
+    # that holds tuples of arrays (numba's gufunc wrapper refuses it), their parts it can
     MT, c, A, WT, full, b, BinT, S0, R, has_R, sigma_p, P, tau = net
     U, dt, n_steps, every, save_x = run
     x0, states, z_out, x_out, blowup = paths
-    n_trials, N = x0.shape
+    for tr in prange(x0.shape[0]):
+        _run_trial((MT, c, A, WT, full, b, BinT, S0, R, has_R, sigma_p, P, tau),
+                   (U, dt, n_steps, every, save_x), (x0, states, z_out, x_out, blowup), tr)
+    return blowup
+
+
+@kernel(parallel=True, fastmath=_FAST)
+def _run_trial(net, run, paths, tr):
+    """Trial tr of ``_simulate_network``: its whole run, in place in ``paths``."""
+    MT, c, A, _WT, _full, b, BinT, S0, R, has_R, sigma_p, P, tau = net
+    U, dt, n_steps, every, save_x = run
+    x0, states, z_out, x_out, blowup = paths
+    N = x0.shape[1]
     d = len(MT)
     m = S0.shape[1]
     p = BinT.shape[0]
     sqdt = np.sqrt(dt)
     rate = dt / tau
-    for tr in prange(n_trials):
-        x = x0[tr].copy()
-        ph = np.empty(N)
-        drive = np.empty(N)
-        latent = np.zeros(d)
-        xi = np.empty(m)
-        noise = np.empty(d)
-        blowup[tr] = -1
-        for step in range(n_steps + 1):
-            if step % every == 0:
-                rec = step // every
-                finite = _record(x, c, P, z_out[tr, rec])
-                if save_x:
-                    for i in range(N):
-                        x_out[tr, rec, i] = x[i]
-                if not finite:
-                    blowup[tr] = step
-                    break
-            if step == n_steps:
+    x = x0[tr].copy()
+    ph = np.empty(TILE)
+    drive = np.empty(N)
+    Aphi = np.zeros(d)
+    Rphi = np.zeros((d, m))
+    rec = np.zeros(d)
+    latent = np.zeros(d)
+    xi = np.empty(m)
+    weights = (c, A, R, has_R, P)
+    sums = (Aphi, Rphi, rec)
+    blowup[tr] = -1
+    for i0 in range(0, N, TILE):          # the sums of the start state
+        _tile_sums(x, i0, min(N, i0 + TILE), weights, True, ph, sums)
+    for step in range(n_steps + 1):
+        if step % every == 0:
+            r = step // every
+            finite = True
+            for a in range(d):
+                z_out[tr, r, a] = rec[a]
+                # not np.isfinite: under these fast-math flags LLVM folds it to True
+                # (measured); an ordered comparison is False for NaN and ±inf
+                if not abs(rec[a]) < np.inf:
+                    finite = False
+            if save_x:
+                for i in range(N):
+                    x_out[tr, r, i] = x[i]
+            if not finite:
+                blowup[tr] = step
                 break
-            phi_sweep(x, ph)
-            # the drive b + B_in u + W φ goes through an array only when it is not just b
-            use_drive = full
-            if full:
-                for i in range(N):
-                    drive[i] = b[i]
-                for j in range(N):
-                    pj = ph[j]
+        if step == n_steps:
+            break
+        # the latent part ℓ = (dt/τ) A φ̃ + √dt S(x) ξ, from the sums of the last sweep
+        j = 0
+        while j < m:
+            g1, g2 = normal_pair(states, tr)
+            xi[j] = g1
+            if j + 1 < m:
+                xi[j + 1] = g2
+            j += 2
+        for a in range(d):
+            s = 0.0
+            for q in range(m):
+                sq = S0[a, q]
+                if has_R:
+                    sq += Rphi[a, q]
+                s += sq * xi[q]
+            latent[a] = rate * Aphi[a] + sqdt * s
+            Aphi[a] = 0.0
+            rec[a] = 0.0
+            for q in range(m):
+                Rphi[a, q] = 0.0
+        # the bias b + B_in u goes through an array only when some u ≠ 0
+        use_drive = False
+        for q in range(p):
+            uq = U[step, q]
+            if uq != 0.0:
+                if not use_drive:
                     for i in range(N):
-                        drive[i] += WT[j, i] * pj
-            for q in range(p):
-                uq = U[step, q]
-                if uq != 0.0:
-                    if not use_drive:
-                        for i in range(N):
-                            drive[i] = b[i]
-                        use_drive = True
-                    for i in range(N):
-                        drive[i] += BinT[q, i] * uq
-            if not full:
-                for a in range(len(A)):
-                    row = A[a]
-                    s = 0.0
-                    for i in range(N):
-                        s += row[i] * ph[i]
-                    latent[a] = s * rate
-            # latent noise M S(x) ξ √dt, added to the latent part ℓ = (dt/τ) A φ (low-rank) or 0
-            _latent_noise(states, tr, S0, R, has_R, ph, xi, noise)
-            for a in range(d):
-                latent[a] += noise[a] * sqdt
-            # update: x += dt/τ (−x + drive) + M ℓ, one sweep
-            if use_drive:
+                        drive[i] = b[i]
+                    use_drive = True
                 for i in range(N):
-                    v = x[i] + rate * (drive[i] - x[i])
-                    for a in range(len(MT)):
-                        v += MT[a][i] * latent[a]
-                    x[i] = v
-            else:
-                for i in range(N):
-                    v = x[i] + rate * (b[i] - x[i])
-                    for a in range(len(MT)):
-                        v += MT[a][i] * latent[a]
-                    x[i] = v
+                    drive[i] += BinT[q, i] * uq
+        bias = drive if use_drive else b
+        want_rec = (step + 1) % every == 0
+        for i0 in range(0, N, TILE):
+            i1 = min(N, i0 + TILE)
+            n = i1 - i0
+            xs = x[i0:i1]
+            bs = bias[i0:i1]
+            for k in range(n):                  # slices from 0: see _tile_sums
+                xs[k] += rate * (bs[k] - xs[k])
+            for a in range(len(MT)):
+                row = MT[a][i0:i1]
+                la = latent[a]
+                for k in range(n):
+                    xs[k] += row[k] * la
             if sigma_p > 0.0:
-                _private_noise(states, tr, x, sigma_p * sqdt)
-            for a in range(d):
-                latent[a] = 0.0
-        for i in range(N):        # the final state, so that a run can go on in chunks
-            x0[tr, i] = x[i]
-    return blowup
+                _private_noise(states, tr, xs, sigma_p * sqdt)
+            _tile_sums(x, i0, i1, weights, want_rec, ph, sums)
+    for i in range(N):        # the final state, so that a run can go on in chunks
+        x0[tr, i] = x[i]
 
 
 @kernel(parallel=True, fastmath=_FAST)
 def _simulate_full(net, run, paths):
-    """Euler–Maruyama with full connectivity: the same steps, numbers and records as
-    ``_simulate_network`` with full = True, but all trials advance together.
+    """Euler–Maruyama with full connectivity, x ← x + (dt/τ)[−x + W φ̃(x) + b + B_in u] +
+    √dt (M S(x) ξ + σ_p η): the same numbers, draws and records as ``_simulate_network``, with
+    W φ̃ in place of M A φ̃, and all trials advancing together.
 
     A full step costs the product W φ(x), N² per trial. Done trial by trial it is a
     matrix–vector product that reads all of W from memory for every trial and step; for a slab of
@@ -535,7 +626,7 @@ def _simulate_full(net, run, paths):
             x = X[tr]
             row = Phi[tr]
             if alive[tr]:
-                phi_sweep(x, row)
+                phi_em_sweep(x, row)
             else:
                 for i in range(N):
                     row[i] = 0.0

@@ -39,8 +39,8 @@ global memory) and neither has N. Larger models: use the CPU backend.
 float32: the state, the weights and the arithmetic are float32; random numbers are generated in
 float64 exactly as on the CPU and then rounded, so a float32 path shadows the float64 one to
 float32 rounding (about 2e-7 after 15 steps in tests/cuda/test_cuda_simulate.py). The activation
-is then ``math.tanh`` (CUDA's tanhf): ``_jit.phi`` would compute in float64, its literals being
-float64.
+is then ``math.tanh`` (CUDA's tanhf): ``_jit.phi_em`` would compute in float64, its literals
+being float64. In float64 the activation is ``_jit.phi_em``, the CPU sampler's (docs/model.md §6).
 """
 import functools
 import math
@@ -94,6 +94,8 @@ def _floor(y):
 # CUDA (and the simulator, which runs Python) use the exact arithmetic 2ⁿ and math.floor. Same
 # values.
 phi = _device(_jit.phi, _exp2_int=_device(_jit.exp2_int), _floor=_floor)
+# the sampler's activation, as on the CPU (``_jit.phi_em``: tanh to 5e-10, plain arithmetic)
+phi_em = _device(_jit.phi_em)
 
 
 @cuda.jit(device=True)
@@ -123,7 +125,7 @@ def _kernel(tpb, precision):
     kernel per pair, compiled on first launch."""
     TPB = tpb
     F = float64 if precision == "float64" else float32
-    act = phi if precision == "float64" else tanh32
+    act = phi_em if precision == "float64" else tanh32
 
     @cuda.jit(device=True)
     def block_sum(red, rows, t):
