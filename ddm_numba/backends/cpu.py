@@ -328,10 +328,10 @@ def _record(x, c, P, out):
 
 
 @kernel(inline="always", fastmath=_FAST)
-def _latent_noise(states, tr, S0, R, has_R, ph, xi, out):
-    """out = S(x) ξ, S(x) = S0 + Σ_j R[:, :, j] φ_j(x), with the m normals ξ drawn in pairs from
-    trial tr's stream (into xi)."""
-    m = S0.shape[1]
+def _draw_normals(states, tr, xi):
+    """xi ← standard normals from trial tr's stream, drawn in pairs (an odd tail drops the
+    second of its pair): the order every sampler keeps (docs/model.md §6)."""
+    m = xi.shape[0]
     j = 0
     while j < m:
         g1, g2 = normal_pair(states, tr)
@@ -339,6 +339,14 @@ def _latent_noise(states, tr, S0, R, has_R, ph, xi, out):
         if j + 1 < m:
             xi[j + 1] = g2
         j += 2
+
+
+@kernel(inline="always", fastmath=_FAST)
+def _latent_noise(states, tr, S0, R, has_R, ph, xi, out):
+    """out = S(x) ξ, S(x) = S0 + Σ_j R[:, :, j] φ_j(x), with the m normals ξ drawn in pairs from
+    trial tr's stream (into xi)."""
+    m = S0.shape[1]
+    _draw_normals(states, tr, xi)
     for a in range(S0.shape[0]):
         s = 0.0
         for q in range(m):
@@ -520,13 +528,7 @@ def _run_trial(net, run, paths, tr):
         if step == n_steps:
             break
         # the latent part ℓ = (dt/τ) A φ̃ + √dt S(x) ξ, from the sums of the last sweep
-        j = 0
-        while j < m:
-            g1, g2 = normal_pair(states, tr)
-            xi[j] = g1
-            if j + 1 < m:
-                xi[j + 1] = g2
-            j += 2
+        _draw_normals(states, tr, xi)
         for a in range(d):
             s = 0.0
             for q in range(m):
