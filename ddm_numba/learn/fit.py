@@ -697,10 +697,20 @@ def _refine(drift, train, held_out, lam, settings, rng, progress):
 
 def _jacobians(net, z):
     """The latent drift's Jacobians J_k = (1/τ)(−I + A diag(1 − φ²) M) at the rows of z, (K, d, d)."""
-    ph = np.tanh(z @ net.M.T + net.c)
-    dphi = 1.0 - ph * ph
-    J = np.einsum("an,kn,nb->kab", net.A, dphi, net.M) - np.eye(net.d)
-    return J / net.tau
+    J = np.empty((len(z), net.d, net.d))
+    for sl in row_blocks(len(z), net.N):
+        ph = np.tanh(z[sl] @ net.M.T + net.c)
+        J[sl] = np.einsum("an,kn,nb->kab", net.A, 1.0 - ph * ph, net.M)
+    return (J - np.eye(net.d)) / net.tau
+
+
+def _features_times(M, c, z, coef):
+    """ψ(z) coef for ψ = [φ(M z + c); 1] and coef (N + 1, q), in row blocks: (K, q)."""
+    N = M.shape[0]
+    out = np.empty((len(z), coef.shape[1]))
+    for sl in row_blocks(len(z), N):
+        out[sl] = np.tanh(z[sl] @ M.T + c) @ coef[:N] + coef[N]
+    return out
 
 
 def _smooth_diffusion(M, c, z, r, zv, rv, dt, G=None, Gv=None):
@@ -749,8 +759,7 @@ def _state_noise(net, z0, r, v0, rv, dt, progress, max_polish=30000, G=None, Gv=
     # 1.–2. smoothed, bias-corrected D̂ at the polish points
     sub = _subset(K, max_polish, rng)
     zs = np.ascontiguousarray(zc[sub])
-    psi = np.column_stack([np.tanh(zs @ net.M.T + net.c), np.ones(len(zs))])
-    S_hat = (psi @ coef).reshape(len(zs), d, d)
+    S_hat = _features_times(net.M, net.c, zs, coef).reshape(len(zs), d, d)
     S_hat = 0.5 * (S_hat + np.transpose(S_hat, (0, 2, 1)))
     J = _jacobians(net, zs)
     JS = J @ S_hat
