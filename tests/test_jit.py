@@ -1,6 +1,7 @@
 """The kernel decorator and the activation function."""
 import numba
 import numpy as np
+import pytest
 
 from ddm_numba import _jit
 from ddm_numba.backends import cpu
@@ -77,9 +78,11 @@ def test_sampler_phi_is_tanh_to_its_stated_error():
     assert np.max(np.abs(got - ref)) > 1e-12
 
 
+@pytest.mark.slow
 def test_sampler_phi_coefficients_are_the_script_s():
     """docs/phi_rational.py fits the coefficients; _jit carries them. Refitting must give the
-    same error (the fit is deterministic), so the script and the code cannot drift apart."""
+    same error (the fit is deterministic), so the script and the code cannot drift apart.
+    (12 s of least squares: in the full run.)"""
     import importlib.util
     from pathlib import Path
     path = Path(__file__).resolve().parent.parent / "docs" / "phi_rational.py"
