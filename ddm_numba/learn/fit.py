@@ -154,7 +154,6 @@ def _noise_weights(ridge, r, rv, dt):
     the training pairs. Returns (w (K, d), w_v (K_v, d), info) or (None, None, info) when every
     output stays uniform.
     """
-    N = ridge.N
     s, sv = r * r / dt, rv * rv / dt
     C = _cross(ridge.M, ridge.c, ridge._z, s)
     Cv = _cross(ridge.M, ridge.c, ridge._zv, sv)
@@ -169,11 +168,7 @@ def _noise_weights(ridge, r, rv, dt):
         return None, None, info
 
     def weights(zs):
-        w = np.ones((len(zs), len(mean)))
-        for sl in row_blocks(len(zs), N):
-            Dhat = np.tanh(zs[sl] @ ridge.M.T + ridge.c) @ eta[:N] + eta[N]
-            w[sl] = 1.0 / np.maximum(Dhat, mean / WEIGHT_CAP)
-        return w
+        return 1.0 / np.maximum(_features_times(ridge.M, ridge.c, zs, eta), mean / WEIGHT_CAP)
 
     w, wv = weights(ridge._z), weights(ridge._zv)
     norm = w.mean(axis=0)
