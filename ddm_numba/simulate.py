@@ -333,7 +333,11 @@ def _run_chunks(step_chunk, n_steps, every, dt, first_chunk, progress):
     chunk = max(every, (first_chunk // every) * every)
     governor = Governor()     # the numba thread count that the load allows (threads.py)
     while done < n_steps:
-        n = min(chunk, n_steps - done)
+        # a probe of another thread count gets a quarter chunk: under load it may run at a
+        # fraction of the best speed (the governor measures per step, so its size is free)
+        probe = governor.probing()
+        size = max(every, chunk // 4 // every * every) if probe else chunk
+        n = min(size, n_steps - done)
         t0 = _time.perf_counter()
         governor.run(step_chunk, done, n, rec, work=n)
         elapsed = _time.perf_counter() - t0
@@ -341,8 +345,9 @@ def _run_chunks(step_chunk, n_steps, every, dt, first_chunk, progress):
         rec += n // every
         progress.update(done, dt)
         interrupt.check("sampling")
-        grow = CHUNK_SECONDS / max(elapsed, 1e-4)
-        chunk = max(every, int(chunk * min(4.0, max(0.25, grow))) // every * every)
+        if not probe:     # a probe's time says nothing about the best count's chunk size
+            grow = CHUNK_SECONDS / max(elapsed, 1e-4)
+            chunk = max(every, int(chunk * min(4.0, max(0.25, grow))) // every * every)
     progress.finish()
 
 

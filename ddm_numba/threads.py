@@ -59,12 +59,20 @@ class Governor:
         """The fastest count measured so far (before any measurement: the start)."""
         return min(self.average, key=self.average.get) if self.average else self.start
 
+    def probing(self):
+        """Whether the next call will try another count than the best: a caller whose calls
+        can be of any size (the sampler's chunks) makes that call short, since a probe under
+        load may run at a fraction of the best speed."""
+        best = self.best()
+        return (self.calls >= self.next_probe and best in self.average
+                and any(t != best for t in self.candidates))
+
     def _choose(self):
         """(threads, the count it is compared with if this call is a probe, else None)."""
         best = self.best()
-        others = [t for t in self.candidates if t != best]
-        if self.calls < self.next_probe or not others or best not in self.average:
+        if not self.probing():
             return best, None
+        others = [t for t in self.candidates if t != best]
         self.probes += 1
         untried = [t for t in others if t not in self.average]
         return (untried[0] if untried else others[self.probes % len(others)]), best

@@ -221,8 +221,7 @@ def test_low_rank_sampler_equals_plain_euler_maruyama():
     T = steps // every + 1
     paths = PathArrays(x0.copy(), make_states(trials, 9), np.zeros((trials, T, 3)),
                        np.zeros((trials, T, N)), np.zeros(trials, dtype=np.int64))
-    fast = net._replace(MT=cpu.rows(net.MT), A=cpu.rows(net.A), P=cpu.rows(net.P))
-    cpu._simulate_network(fast, run, paths)
+    cpu.simulate_network(net, run, paths)
     z_ref, x_ref, bl_ref = euler_maruyama(net.MT.T @ net.A, net, run, x0.copy(),
                                           make_states(trials, 9))
     assert np.array_equal(paths.blowup, bl_ref) and bl_ref[2] > 0 and bl_ref[0] == -1
@@ -251,8 +250,7 @@ def test_sampler_phi_changes_paths_by_less_than_its_error_bound():
     x0 = (net.MT.T @ rng.standard_normal((3, trials))).T + net.c
     paths = PathArrays(x0.copy(), make_states(trials, 1), np.zeros((trials, steps // 50 + 1, 3)),
                        np.zeros((1, 1, 1)), np.zeros(trials, dtype=np.int64))
-    cpu._simulate_network(net._replace(MT=cpu.rows(net.MT), A=cpu.rows(net.A),
-                                       P=cpu.rows(net.P)), run, paths)
+    cpu.simulate_network(net, run, paths)
     original = naive.phi_em
     try:
         naive.phi_em = np.tanh

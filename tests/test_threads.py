@@ -72,3 +72,23 @@ def test_work_normalizes_calls_of_unequal_size(monkeypatch):
     for n in sizes:
         gov.run(chunk, n, work=n)
     assert gov.summary()["chosen"] == 2
+
+
+def test_probing_says_which_calls_try_another_count(monkeypatch):
+    """Governor.probing() before a call is True exactly when that call runs with another count
+    than the best so far (the sampler makes those calls short), under both loads."""
+    cost = {1: 1.0, 2: 0.6}
+    call = _fake(monkeypatch, cost)
+    threads._last.choice = 2
+    gov = threads.Governor(max_threads=2)
+    seen = []
+    for k in range(300):
+        if k == 150:
+            cost[2] = 10.0                        # the load arrives halfway
+        predicted, best = gov.probing(), gov.best()
+        used = dict(gov.used)
+        gov.run(call)
+        ran = next(t for t in gov.used if gov.used[t] != used[t])
+        seen.append(predicted)
+        assert predicted == (ran != best), (k, predicted, ran, best)
+    assert 4 <= sum(seen) <= 30                   # some probes, a few: backing off under load

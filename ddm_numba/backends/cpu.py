@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 from numba import prange
+from numba.cpython.unsafe.tuple import tuple_setitem
 from threadpoolctl import threadpool_limits
 
 from .._jit import kernel, phi, phi_em
@@ -389,7 +390,7 @@ def simulate_network(net, run, paths, dtype=np.float64, threads_per_block=None):
         # BLAS and numba threads would oversubscribe the cores)
         with threadpool_limits(1, user_api="blas"):
             return _simulate_full(net, run, paths)
-    return _simulate_network(net, run, paths)
+    return _simulate_network(net, run, paths, (0.0,) * len(net.MT))
 
 
 @kernel(inline="always", fastmath=_FAST)
@@ -408,10 +409,38 @@ def phi_em_sweep(src, dst):
 
 
 @kernel(inline="always", fastmath=_FAST)
-def _tile_sums(x, i0, i1, weights, want_rec, ph, sums):
+def _tile_rows(rows, i0, i1):
+    """(rows[0][i0:i1], …, rows[d−1][i0:i1]): a tuple of the rows' slices over one tile.
+
+    A loop over k then indexes ``tile[a][k]`` from 0 (see ``_tile_sums`` on why that matters),
+    and, since the tuple's length d is part of its type, LLVM unrolls the loops over a inside the
+    loop over k, so one pass over the tile does the work of d (a slice has its row's type, so
+    tuple_setitem keeps the tuple's type)."""
+    out = rows
+    for a in range(len(rows)):
+        out = tuple_setitem(out, a, rows[a][i0:i1])
+    return out
+
+
+@kernel(inline="always", fastmath=_FAST)
+def _as_tuple(values, zero):
+    """The d values of an array as a tuple (zero: d zeros, the tuple's type), so that they live
+    in registers through a loop over a tile."""
+    out = zero
+    for a in range(len(zero)):
+        out = tuple_setitem(out, a, values[a])
+    return out
+
+
+@kernel(inline="always", fastmath=_FAST)
+def _tile_sums(x, i0, i1, weights, want_rec, ph, sums, zero):
     """Add neurons i0:i1's share of the sums a step needs from x to sums = (A φ̃(x), R φ̃(x),
     P (x − c)): the last only when ``want_rec``, the second only when has_R; weights =
-    (c, A, R, has_R, P). ph: a scratch tile for φ̃.
+    (c, A, R, has_R, P). ph: a scratch tile for φ̃; zero: d zeros (``_as_tuple``).
+
+    Without R (the common case) φ̃ and its d dot products are one pass: each φ̃ goes from a
+    register into d accumulators (a tuple, so registers too) and never to memory. With R, φ̃ is
+    stored once in ph and reused by the d + d·m dot products.
 
     Every loop runs over slices from index 0: an index such as i0 + k, whose sign numba cannot
     know, gets a negative-index check on every access, and the loop stops vectorizing (measured:
@@ -419,16 +448,15 @@ def _tile_sums(x, i0, i1, weights, want_rec, ph, sums):
     c, A, R, has_R, P = weights
     Aphi, Rphi, rec = sums
     n = i1 - i0
-    t = ph[:n]
     xs = x[i0:i1]
-    phi_em_sweep(xs, t)
-    for a in range(len(A)):
-        row = A[a][i0:i1]
-        s = 0.0
-        for k in range(n):
-            s += row[k] * t[k]
-        Aphi[a] += s
+    a_rows = _tile_rows(A, i0, i1)
+    acc = zero
     if has_R:
+        t = ph[:n]
+        phi_em_sweep(xs, t)
+        for k in range(n):
+            for a in range(len(a_rows)):
+                acc = tuple_setitem(acc, a, acc[a] + a_rows[a][k] * t[k])
         for a in range(R.shape[0]):
             for q in range(R.shape[1]):
                 row = R[a, q, i0:i1]
@@ -436,6 +464,13 @@ def _tile_sums(x, i0, i1, weights, want_rec, ph, sums):
                 for k in range(n):
                     s += row[k] * t[k]
                 Rphi[a, q] += s
+    else:
+        for k in range(n):
+            f = phi_em(xs[k])
+            for a in range(len(a_rows)):
+                acc = tuple_setitem(acc, a, acc[a] + a_rows[a][k] * f)
+    for a in range(len(a_rows)):
+        Aphi[a] += acc[a]
     if want_rec:
         cs = c[i0:i1]
         for a in range(len(P)):
@@ -447,7 +482,7 @@ def _tile_sums(x, i0, i1, weights, want_rec, ph, sums):
 
 
 @kernel(parallel=True, fastmath=_FAST)
-def _simulate_network(net, run, paths):
+def _simulate_network(net, run, paths, zero):
     """Euler–Maruyama for a low-rank network (docs/model.md §1, §6), one trial per prange
     iteration (full connectivity: ``_simulate_full``).
 
@@ -458,7 +493,9 @@ def _simulate_network(net, run, paths):
     φ̃ and its shares of the sums the next step needs (A φ̃, R φ̃, and P (x − c) before a record)
     are taken while the tile is in L1. So x is read and written once a step, φ̃ never goes
     through memory, and the weights are read once (benchmarks/README.md §2).
-    Mᵀ, A and P come as tuples of d rows (``rows``), so the loops over d unroll.
+    Mᵀ, A and P come as tuples of d rows (``rows``), so the loops over d unroll; zero is a tuple
+    of d zeros, the type of the d sums held in registers (numba cannot make one of a length known
+    only from a type).
     Random numbers come from trial i's own xoroshiro128+ stream (states[i]), drawn each step in this
     order: the m latent normals ξ (pairs), then, if σ_p > 0, the N private normals η (pairs, in
     neuron order; TILE is even, so no pair straddles two tiles). So a trial's path does not depend
@@ -480,12 +517,12 @@ def _simulate_network(net, run, paths):
     x0, states, z_out, x_out, blowup = paths
     for tr in prange(x0.shape[0]):
         _run_trial((MT, c, A, WT, full, b, BinT, S0, R, has_R, sigma_p, P, tau),
-                   (U, dt, n_steps, every, save_x), (x0, states, z_out, x_out, blowup), tr)
+                   (U, dt, n_steps, every, save_x), (x0, states, z_out, x_out, blowup), tr, zero)
     return blowup
 
 
 @kernel(parallel=True, fastmath=_FAST)
-def _run_trial(net, run, paths, tr):
+def _run_trial(net, run, paths, tr, zero):
     """Trial tr of ``_simulate_network``: its whole run, in place in ``paths``."""
     MT, c, A, _WT, _full, b, BinT, S0, R, has_R, sigma_p, P, tau = net
     U, dt, n_steps, every, save_x = run
@@ -508,7 +545,7 @@ def _run_trial(net, run, paths, tr):
     sums = (Aphi, Rphi, rec)
     blowup[tr] = -1
     for i0 in range(0, N, TILE):          # the sums of the start state
-        _tile_sums(x, i0, min(N, i0 + TILE), weights, True, ph, sums)
+        _tile_sums(x, i0, min(N, i0 + TILE), weights, True, ph, sums, zero)
     for step in range(n_steps + 1):
         if step % every == 0:
             r = step // every
@@ -559,16 +596,16 @@ def _run_trial(net, run, paths, tr):
             n = i1 - i0
             xs = x[i0:i1]
             bs = bias[i0:i1]
+            m_rows = _tile_rows(MT, i0, i1)
+            la = _as_tuple(latent, zero)
             for k in range(n):                  # slices from 0: see _tile_sums
-                xs[k] += rate * (bs[k] - xs[k])
-            for a in range(len(MT)):
-                row = MT[a][i0:i1]
-                la = latent[a]
-                for k in range(n):
-                    xs[k] += row[k] * la
+                v = xs[k] + rate * (bs[k] - xs[k])
+                for a in range(len(m_rows)):    # unrolled: d is in the tuple's type
+                    v += m_rows[a][k] * la[a]
+                xs[k] = v
             if sigma_p > 0.0:
                 _private_noise(states, tr, xs, sigma_p * sqdt)
-            _tile_sums(x, i0, i1, weights, want_rec, ph, sums)
+            _tile_sums(x, i0, i1, weights, want_rec, ph, sums, zero)
     for i in range(N):        # the final state, so that a run can go on in chunks
         x0[tr, i] = x[i]
 
