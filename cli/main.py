@@ -290,6 +290,9 @@ SYSTEM_HELP = ("The target, when MODEL was fitted to your own system: path/to/fi
 @click.option("--time", "duration", default=100.0, type=Finite(min=0, min_open=True),
               help="Simulated time per trial.")
 @click.option("--seed", default=0, type=SEED, help="Random seed.")
+@click.option("--first-trial", default=0, type=click.IntRange(0, 2**62), show_default=True,
+              help="Index of the first trial: trials [A, A + --trials) of a run with this seed, "
+                   "bit for bit the same rows as in one bigger run (to split a run in shards).")
 @click.option("--dt", default=0.0, type=Finite(min=0),
               help="Euler–Maruyama step (0: the system's suggested step).")
 @click.option("--record-every", default=0, type=click.IntRange(0),
@@ -308,8 +311,8 @@ SYSTEM_HELP = ("The target, when MODEL was fitted to your own system: path/to/fi
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
               help="Precision of the network's state (float32 on CUDA only).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
-def sample(model, out, trials, duration, seed, dt, record_every, inputs, save_neurons, target,
-           system_spec, plot, burn_in, device, dtype, quiet):
+def sample(model, out, trials, duration, seed, first_trial, dt, record_every, inputs,
+           save_neurons, target, system_spec, plot, burn_in, device, dtype, quiet):
     """Simulate MODEL's network (or, with --target, its target SDE) with Euler–Maruyama.
 
     Progress goes to stderr on long runs; Ctrl-C stops within a fraction of a second and writes
@@ -345,7 +348,8 @@ def sample(model, out, trials, duration, seed, dt, record_every, inputs, save_ne
         click.echo(f"{out} will hold about {human(size)} ({trials} trials × {n_rec} records)",
                    err=True)
     kw = dict(trials=trials, time=duration, seed=seed, dt=dt or None,
-              record_every=record_every or None, inputs=schedule, progress=progress)
+              record_every=record_every or None, inputs=schedule, progress=progress,
+              first_trial=first_trial)
     t0 = time.perf_counter()
     if plot:        # the plot sets the network beside the target: one pair, same seeds
         pair = sample_pair(net, system, save_neurons=save_neurons, device=device, dtype=dtype,

@@ -70,27 +70,45 @@ def _jump(states, i):
 
 
 @kernel()
-def _init_states(states, seed):
+def _init_states(states, seed, first):
+    """states[k] = stream first + k of this seed: stream 0 from splitmix64(seed), each next one
+    the last jumped 2^64 steps (``first`` jumps to reach the first, O(first))."""
     z = uint64(seed) + uint64(0x9E3779B97F4A7C15)  # splitmix64
     z = (z ^ (z >> uint32(30))) * uint64(0xBF58476D1CE4E5B9)
     z = (z ^ (z >> uint32(27))) * uint64(0x94D049BB133111EB)
     z = z ^ (z >> uint32(31))
     states[0, 0] = z
     states[0, 1] = z
+    for _ in range(first):
+        _jump(states, 0)
     for i in range(1, states.shape[0]):
         states[i, 0] = states[i - 1, 0]
         states[i, 1] = states[i - 1, 1]
         _jump(states, i)
 
 
-def make_states(n_streams, seed):
-    """(n_streams, 2) uint64 states: stream i is trial i's generator for this seed."""
+def make_states(n_streams, seed, first=0):
+    """(n_streams, 2) uint64 states: row k is the generator of trial first + k for this seed, so
+    the streams of trials [a, b) are the same wherever they are made (make_states(b − a, seed,
+    a) == make_states(b, seed)[a:]): a run can be split into shards of trials."""
     if not 0 <= int(seed) < 2**63:
         raise DDMError(f"seed must be an integer in [0, 2^63), got {seed}")
+    if not 0 <= int(first) < 2**62:
+        raise DDMError(f"the first trial index must be an integer >= 0, got {first}")
     states = np.zeros((int(n_streams), 2), dtype=np.uint64)
     if n_streams > 0:
-        _init_states(states, np.uint64(seed))
+        _init_states(states, np.uint64(seed), np.int64(first))
     return states
+
+
+@kernel()
+def fill_uniforms(states, out):
+    """out[i, :] <- uniforms in [0, 1) from stream i, in order (stream i advanced by out's
+    width)."""
+    n, m = out.shape
+    for i in range(n):
+        for j in range(m):
+            out[i, j] = uniform(states, i)
 
 
 @kernel()

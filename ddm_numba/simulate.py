@@ -18,7 +18,7 @@ from .backends import DEFAULT_DEVICE, select
 from .backends.arrays import NetworkArrays, PathArrays, RunSettings
 from .errors import DDMError, checked_number
 from .network import Network, atomic_savez, check_system_meta, read_meta, read_npz
-from .rng import fill_normals, make_states
+from .rng import fill_normals, fill_uniforms, make_states
 from .threads import Governor
 from . import interrupt
 from .resources import require
@@ -209,11 +209,15 @@ def run_steps(time, dt, record_every):
     return (n_steps // every) * every, every
 
 
-def _initial_latent(z0, trials, d, domain, seed):
+def _initial_latent(z0, trials, d, domain, states):
+    """The trials' initial latent states: z0 ((d,) for all, or (trials, d)), or without it
+    uniform in the box, trial i's from the first d draws of its own stream (states[i], then
+    advanced past them), so that a trial starts where it would in any shard of the run."""
     if z0 is None:
-        rng = np.random.default_rng([seed, 0x5EED])
         lo, hi = domain[:, 0], domain[:, 1]
-        return lo + (hi - lo) * rng.random((trials, d))
+        u = np.empty((trials, d))
+        fill_uniforms(states, u)
+        return lo + (hi - lo) * u
     z0 = np.asarray(z0, dtype=float)
     if z0.shape == (d,):
         return np.tile(z0, (trials, 1))
@@ -261,8 +265,9 @@ def _escape_error(what, bad, step, dt, z_start, left_box, lo, hi, hint):
     _check_blowup(np.where(bad, step, -1), dt, what, hint)
 
 
-def _common_meta(kind, seed, dt, every, schedule):
-    return {"kind": kind, "seed": seed, "dt": dt, "record_every": every,
+def _common_meta(kind, seed, dt, every, schedule, first_trial):
+    return {"kind": kind, "seed": seed, "first_trial": first_trial, "dt": dt,
+            "record_every": every,
             "inputs": [[t0, t1, list(map(float, u))] for t0, t1, u in schedule],
             "version": __version__}
 
@@ -353,8 +358,13 @@ def _run_chunks(step_chunk, n_steps, every, dt, first_chunk, progress):
 
 def sample_network(net, trials=100, time=100.0, seed=0, dt=None, record_every=None,
                    inputs=(), save_neurons=False, z0=None, device=DEFAULT_DEVICE, dtype="float64",
-                   progress=None):
+                   progress=None, first_trial=0):
     """Simulate the network from x0 = M z0 + c; returns Trajectories of z = P (x − c).
+
+    Trials are numbered first_trial, first_trial + 1, …: trial i has its own random stream, which
+    draws its start (without z0) and then its noise, so trials [a, b) of a run equal, bit for bit,
+    rows a … b − 1 of any run with the same seed and settings that contains them (a run can be
+    split into shards anywhere, rng.make_states).
 
     device: "cpu", "cuda" or "auto" (CUDA when a GPU is usable); the same seed gives the same
     paths on either, up to rounding. dtype: "float64", or "float32" on CUDA. progress: a text
@@ -373,6 +383,7 @@ def sample_network(net, trials=100, time=100.0, seed=0, dt=None, record_every=No
         raise DDMError("float32 sampling is for the CUDA backend; the CPU backend computes in "
                        "float64 (leave --dtype at float64 or use --device cuda)")
     trials = checked_number(trials, "trials", 1, integer=True)
+    first_trial = checked_number(first_trial, "first_trial", 0, 2**62, integer=True)
     sysmeta = net.meta.get("system", {})
     suggested = float(sysmeta.get("dt", 0.01))
     dt = float(dt if dt else suggested)
@@ -390,9 +401,9 @@ def sample_network(net, trials=100, time=100.0, seed=0, dt=None, record_every=No
     schedule = [parse_input(s, p) if isinstance(s, str) else s for s in inputs]
     check_schedule(schedule, n_steps * dt)
     domain = np.asarray(sysmeta.get("domain", [[-1.0, 1.0]] * d), dtype=float)
-    z_init = _initial_latent(z0, trials, d, domain, seed)
+    states = make_states(trials, seed, first_trial)
+    z_init = _initial_latent(z0, trials, d, domain, states)
     x = np.ascontiguousarray(net.embed(z_init))
-    states = make_states(trials, seed)
     z_out = np.zeros((trials, T, d))
     x_out = np.zeros((trials, T, N) if save_neurons else (1, 1, 1))
     full = net.mode == "full"
@@ -419,7 +430,7 @@ def sample_network(net, trials=100, time=100.0, seed=0, dt=None, record_every=No
     # the first chunk: about 0.1 s at a typical rate (3e8 neuron-steps/s low-rank, 3e7 full)
     rate = 3e7 if full else 3e8
     _run_chunks(step_chunk, n_steps, every, dt, int(0.1 * rate / (trials * N)) + 1, bar)
-    meta = _common_meta("network", seed, dt, every, schedule)
+    meta = _common_meta("network", seed, dt, every, schedule, first_trial)
     meta.update({"system": sysmeta, "N": N, "mode": net.mode, "device": device,
                  "device_reason": why, "dtype": dtype})
     U_rec = inputs_at(schedule, p, np.arange(T) * every, dt) if p else None
@@ -428,8 +439,9 @@ def sample_network(net, trials=100, time=100.0, seed=0, dt=None, record_every=No
 
 
 def sample_target(system, trials=100, time=100.0, seed=0, dt=None, record_every=None,
-                  inputs=(), z0=None, progress=None, drop_escaped=None):
-    """Simulate the target SDE itself (same seeds, same noise draws as sample_network).
+                  inputs=(), z0=None, progress=None, drop_escaped=None, first_trial=0):
+    """Simulate the target SDE itself (same seeds, same noise draws as sample_network; trials
+    numbered from first_trial as there).
 
     A trial that leaves the box far behind (or goes non-finite) is an error that names where it
     started and when it left the box, unless ``drop_escaped`` is a margin in box widths: then a
@@ -439,6 +451,7 @@ def sample_target(system, trials=100, time=100.0, seed=0, dt=None, record_every=
     """
     system = get_system(system)
     trials = checked_number(trials, "trials", 1, integer=True)
+    first_trial = checked_number(first_trial, "first_trial", 0, 2**62, integer=True)
     dt = float(dt if dt else system.dt)
     n_steps, every = run_steps(time, dt, record_every)
     T = n_steps // every + 1
@@ -447,8 +460,8 @@ def sample_target(system, trials=100, time=100.0, seed=0, dt=None, record_every=
             f"sampling {trials} trials of the target", "use fewer --trials")
     schedule = [parse_input(s, p) if isinstance(s, str) else s for s in inputs]
     check_schedule(schedule, n_steps * dt)
-    z = _initial_latent(z0, trials, d, system.domain, seed)
-    states = make_states(trials, seed)
+    states = make_states(trials, seed, first_trial)
+    z = _initial_latent(z0, trials, d, system.domain, states)
     xi = np.empty((trials, m))
     z_out = np.zeros((trials, T, d))
     sqdt = np.sqrt(dt)
@@ -505,7 +518,7 @@ def sample_target(system, trials=100, time=100.0, seed=0, dt=None, record_every=
         with np.errstate(all="ignore"):
             z = z + f * dt + np.einsum("kam,km->ka", g, xi) * sqdt
     bar.finish()
-    meta = _common_meta("target", seed, dt, every, schedule)
+    meta = _common_meta("target", seed, dt, every, schedule, first_trial)
     meta["system"] = system.record()
     if drop_escaped is not None:
         meta["escaped"] = [[int(k), float(escaped[k] * dt)] for k in np.flatnonzero(escaped >= 0)]
@@ -519,7 +532,7 @@ Pair.__doc__ = """The network and its target sampled side by side (sample_pair):
 
 def sample_pair(net, system=None, trials=100, time=100.0, seed=0, dt=None, record_every=None,
                 inputs=(), save_neurons=False, z0=None, device=DEFAULT_DEVICE, dtype="float64",
-                progress=None):
+                progress=None, first_trial=0):
     """Sample the network and its target SDE with the same seed, starts and inputs, for a
     trial-by-trial comparison; returns Pair(network, target), each Trajectories.
 
@@ -535,7 +548,7 @@ def sample_pair(net, system=None, trials=100, time=100.0, seed=0, dt=None, recor
         net = Network.load(net)
     system = target_of(net) if system is None else get_system(system)
     kw = dict(trials=trials, time=time, seed=seed, dt=dt, record_every=record_every,
-              inputs=inputs, z0=z0, progress=progress)
+              inputs=inputs, z0=z0, progress=progress, first_trial=first_trial)
     network = sample_network(net, save_neurons=save_neurons, device=device, dtype=dtype, **kw)
     return Pair(network, sample_target(system, **kw))
 

@@ -41,3 +41,11 @@ def test_same_seed_same_numbers_odd_width():
     c = np.empty((3, 5))
     fill_normals(make_states(3, 10), c)
     assert not np.array_equal(a, c)
+
+
+def test_streams_from_a_first_index_are_the_rows_of_one_run():
+    """make_states(b − a, seed, a) == make_states(b, seed)[a:]: trial i's stream does not depend
+    on where the streams were made (issue 14's shards), for a = 0, 1 and one past an odd count."""
+    whole = make_states(23, 5)
+    for a, b in [(0, 23), (1, 4), (17, 23)]:
+        assert np.array_equal(make_states(b - a, 5, a), whole[a:b])

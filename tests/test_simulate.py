@@ -259,3 +259,27 @@ def test_sampler_phi_changes_paths_by_less_than_its_error_bound():
         naive.phi_em = original
     gap = np.max(np.abs(paths.z_out - z_tanh)) / np.max(np.abs(z_tanh))
     assert 0 < gap < 1e-6, gap
+
+
+def test_a_shard_of_trials_equals_the_same_rows_of_one_run(dw_model):
+    """Trials [a, b) sampled with first_trial = a equal rows a … b − 1 of one run, bit for bit:
+    starts drawn from the box (each from its own trial's stream), noise, records, neurons; for
+    the network, the target and the pair (issue 14: shards of a run anywhere)."""
+    kw = dict(time=2.0, seed=11, progress=None)
+    whole = sample_network(dw_model, trials=9, save_neurons=True, **kw)
+    part = sample_network(dw_model, trials=4, first_trial=3, save_neurons=True, **kw)
+    assert np.array_equal(part.z, whole.z[3:7]) and np.array_equal(part.x, whole.x[3:7])
+    assert part.meta["first_trial"] == 3 and whole.meta["first_trial"] == 0
+    target = sample_target("double_well", trials=9, **kw)
+    target_part = sample_target("double_well", trials=2, first_trial=7, **kw)
+    assert np.array_equal(target_part.z, target.z[7:9])
+    pair = sample_pair(dw_model, trials=3, first_trial=6, **kw)
+    assert np.array_equal(pair.network.z, whole.z[6:9])
+    # the shards differ from each other (the streams moved on): not a constant
+    assert not np.array_equal(part.z[0], part.z[1])
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "3"])
+def test_first_trial_must_be_a_whole_number_at_least_zero(dw_model, bad):
+    with pytest.raises(DDMError, match="first_trial"):
+        sample_network(dw_model, trials=2, time=0.1, first_trial=bad, progress=None)
