@@ -20,6 +20,7 @@ from .network import Network
 from .resources import require
 from .measure import check_fraction, pick, visit
 from .systems import evaluate, get_system
+from .threads import BLAS_THREADS, one_blas_thread
 from .training import (Packer, _minimize, diffusion_loss_grad,  # noqa: F401 (old names)
                        lowrank_scale, ridge_solve)
 
@@ -327,6 +328,7 @@ def fit_memory(N, d, p, K, mode):
     return total
 
 
+@one_blas_thread
 def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
         test_samples=4096, max_iter=None, tol=1e-6, reg=1e-10, fixed_embedding=False,
         dale=None, sigma_private=0.0, perp_weight=1.0, progress=sys.stderr, device=DEFAULT_DEVICE,
@@ -489,7 +491,8 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
         def snapshot_full(x):
             return dict(gram.packer.unpack(x), M=M, c=c)
 
-        # pure BLAS (O(N³) products of Gram statistics): let BLAS use every core
+        # pure BLAS (O(N³) products of Gram statistics), on the one BLAS thread that the whole
+        # fit keeps for reproducibility (threads.one_blas_thread)
         x, stages["full"] = _minimize(gram.loss_grad, x0, "full W", max_iter, tol, progress,
                                       bounds=bounds, blas_threads=None,
                                       snapshot=snapshot_full, checkpoint=ckpt)
@@ -570,7 +573,7 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
                      "method": method,
                      "sigma_private": sigma_private, "perp_weight": perp_weight,
                      "device": device, "device_reason": device_reason,
-                     "measure": measure["summary"],
+                     "blas_threads": BLAS_THREADS, "measure": measure["summary"],
                      "stages": stages, "seconds": time.perf_counter() - t_start},
         "fit": figures,
         "version": __version__,

@@ -50,6 +50,7 @@ from ..matching import _tau, fit_memory, initial_embedding, relative_error
 from ..network import Network
 from ..resources import require
 from ..systems import get_system, system_from_record
+from ..threads import BLAS_THREADS, one_blas_thread
 from ..training import (Packer, _minimize, diffusion_objective, lowrank_scale,
                         ridge_path_error, ridge_solve)
 from .data import load_observations, _split
@@ -351,6 +352,7 @@ class _Ridge:
 MAX_SUBSTEPS = 64   # RK4 steps per sampling interval: beyond this the flow map no longer changes
 
 
+@one_blas_thread
 def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, substeps=0,
              refine_iter=100, refine_pairs=100000, state_noise=False, max_pairs=2000000,
              gain=None, ito=True, weighted=True, truth=None, progress=sys.stderr,
@@ -586,6 +588,7 @@ def fit_data(data, neurons=256, *, seed=0, tau=1.0, holdout=0.2, reg=None, subst
                      "reg": reg.tolist(), "gain": gain,
                      "substeps": int(substeps), "state_noise": bool(state_noise),
                      "device": backend.NAME, "device_reason": device_reason,
+                     "blas_threads": BLAS_THREADS,
                      "stages": stages, "seconds": time.perf_counter() - t_start,
                      "from_data": True},
         "fit": figures,
