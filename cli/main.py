@@ -379,6 +379,73 @@ def sample(model, out, trials, duration, seed, first_trial, dt, record_every, in
 
 
 @main.command(cls=_Command, context_settings=CONTEXT)
+@click.argument("system")
+@click.option("--neurons", "-N", "neurons", default="256", show_default=True,
+              metavar="N[,N...]", help="Network sizes, comma-separated.")
+@click.option("--seeds", default="0", show_default=True, metavar="A:B | S[,S...]",
+              help="Seeds: a range A:B (A, ..., B-1) or a list.")
+@click.option("--param", "-p", "params", multiple=True, metavar="NAME=V1[,V2...]",
+              help="A system parameter and the values to sweep (repeatable; the cells are the "
+                   "product of all of them with --neurons and --seeds).")
+@click.option("--out", "-o", "out_dir", required=True, metavar="DIR",
+              help="Folder for one model per cell (<cell>.npz) and results.csv; a cell whose "
+                   "file is there already is not fitted again (resume).")
+@click.option("--workers", default=None, type=click.IntRange(1),
+              help="Local worker processes, one thread each [default: 2].")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786) "
+                   "instead of local workers.")
+@click.option("--retries", default=2, show_default=True, type=click.IntRange(0, 10),
+              help="Retries of a cell that fails or whose worker dies; then the cell's row "
+                   "records the error and the sweep goes on.")
+@click.option("--mode", type=click.Choice(["lowrank", "full"]), default="lowrank",
+              help="Low-rank W = M A, or full connectivity W.")
+@click.option("--tau", default=1.0, type=Finite(min=0, min_open=True),
+              help="Neuronal time constant τ.")
+@click.option("--samples", default=0, type=click.IntRange(0), help="Training samples K (0: "
+              "fit's default).")
+@click.option("--max-iter", default=None, type=click.IntRange(0),
+              help="L-BFGS-B iterations [default: fit's, which follows N].")
+@click.option("--method", type=click.Choice(["auto", "varpro", "joint"]), default="auto",
+              show_default=True, help="Low-rank drift training (see ddm fit --help).")
+@click.option("--sigma-private", default=0.0, type=Finite(min=0),
+              help="Private noise σ_p on every neuron.")
+@click.option("--check-time", default=None, type=Finite(min=0),
+              help="Time per trial of each cell's self-check [default: fit's]; 0: none.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+def sweep(system, neurons, seeds, params, out_dir, workers, scheduler, retries, mode, tau,
+          samples, max_iter, method, sigma_private, check_time, quiet):
+    """Fit SYSTEM for every cell of --neurons × --param values × --seeds on Dask workers.
+
+    \b
+    Each cell is one task; its model goes to DIR/<cell>.npz, e.g.
+    DIR/limit_cycle_N64_seed3.npz, and DIR/results.csv gets one row per cell (system,
+    neurons, seed, params, status, e_f, e_D, self-check verdict, seconds, file, error),
+    rewritten as cells finish. Rerun the same command to resume: finished cells are read
+    back, not refitted. Needs the extra: pip install "ddm_numba[cluster]".
+    """
+    from ddm_numba.cluster import parse_range, parse_sweep_params, sweep as run_sweep
+    if workers is not None and scheduler is not None:
+        raise click.UsageError("give --workers or --scheduler, not both")
+    try:
+        sizes = parse_range(neurons, "--neurons")
+        seed_list = parse_range(seeds, "--seeds")
+        values = parse_sweep_params(params)
+    except DDMError as exc:
+        raise click.UsageError(str(exc)) from None
+    options = dict(mode=mode, tau=tau, samples=samples or None, max_iter=max_iter,
+                   method=method, sigma_private=sigma_private, self_check_time=check_time)
+    rows = run_sweep(system, sizes, seed_list, out_dir, params=values, workers=workers,
+                     scheduler=scheduler, retries=retries,
+                     progress=None if quiet else sys.stderr, **options)
+    failed = [r for r in rows if r["status"] == "failed"]
+    click.echo(f"wrote {out_dir}/results.csv: {len(rows) - len(failed)} cells fitted"
+               + (f", {len(failed)} failed (see the error column)" if failed else ""))
+    if failed:
+        sys.exit(3)
+
+
+@main.command(cls=_Command, context_settings=CONTEXT)
 @click.option("--dims", default="1,2,3", show_default=True, metavar="D[,D...]",
               help="Latent dimensions to compile for.")
 def warmup(dims):

@@ -115,3 +115,31 @@ def test_user_system_from_file(run, tmp_path):
 def test_console_script_is_installed():
     out = subprocess.run(["ddm", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "fit" in out.stdout and "sample" in out.stdout
+
+
+def test_sample_first_trial_gives_the_rows_of_one_run(run, tmp_path, dw_model):
+    model = tmp_path / "m.npz"
+    dw_model.save(model)
+    whole, part = tmp_path / "whole.npz", tmp_path / "part.npz"
+    assert run("sample", model, "--trials", 6, "--time", 1, "--out", whole, "-q").exit_code == 0
+    res = run("sample", model, "--trials", 2, "--first-trial", 3, "--time", 1, "--out", part, "-q")
+    assert res.exit_code == 0, res.output
+    with np.load(whole) as w, np.load(part) as p:
+        assert np.array_equal(p["z"], w["z"][3:5])
+        assert json.loads(str(p["meta"]))["first_trial"] == 3
+
+
+def test_sweep_command_on_local_workers(run, tmp_path):
+    """`ddm sweep` with its own LocalCluster (one worker): the table and the cell's model."""
+    pytest.importorskip("distributed")
+    out = tmp_path / "sw"
+    res = run("sweep", "double_well", "-N", "16", "--seeds", "0:1", "--param", "sigma=0.5",
+              "--max-iter", 3, "--check-time", 0, "--workers", 1, "--out", out, "-q")
+    assert res.exit_code == 0, res.output
+    rows = (out / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("cell,system,neurons,seed,params,status,e_f") and len(rows) == 2
+    assert "double_well_N16_seed0_sigma=0.5,double_well,16,0,sigma=0.5,done" in rows[1]
+    assert load_model(out / "double_well_N16_seed0_sigma=0.5.npz").meta["sweep"]["params"] == {
+        "sigma": 0.5}
+    res = run("sweep", "double_well", "--out", out, "--workers", 1, "--scheduler", "tcp://x:1")
+    assert res.exit_code == 2 and "not both" in res.output
