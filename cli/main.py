@@ -285,7 +285,8 @@ SYSTEM_HELP = ("The target, when MODEL was fitted to your own system: path/to/fi
 
 @main.command(cls=_Command, context_settings=CONTEXT)
 @click.argument("model")
-@click.option("--out", "-o", required=True, help="Trajectory file to write (.npz).")
+@click.option("--out", "-o", default=None, help="Trajectory file to write (.npz); not needed "
+              "with --stats.")
 @click.option("--trials", default=100, type=click.IntRange(1), help="Independent trials.")
 @click.option("--time", "duration", default=100.0, type=Finite(min=0, min_open=True),
               help="Simulated time per trial.")
@@ -310,14 +311,54 @@ SYSTEM_HELP = ("The target, when MODEL was fitted to your own system: path/to/fi
               help="Where the network runs (auto: CUDA when a GPU is usable, else CPU).")
 @click.option("--dtype", type=click.Choice(["float64", "float32"]), default="float64",
               help="Precision of the network's state (float32 on CUDA only).")
+@click.option("--stats", "stats_out", default=None, metavar="STATS.json",
+              help="Keep no paths: write streaming statistics of the trials (moments, "
+                   "histograms, autocorrelation, wells, e_p; after --burn-in) to this JSON, "
+                   "sampling --shard trials at a time in bounded memory.")
+@click.option("--shard", default=10000, show_default=True, type=click.IntRange(1),
+              help="With --stats: trials per shard (memory is one shard's paths).")
+@click.option("--bins", default=50, show_default=True, type=click.IntRange(1, 10000),
+              help="With --stats: histogram bins per coordinate over the model's box.")
+@click.option("--max-lag", default=0, show_default=True, type=click.IntRange(0),
+              help="With --stats: autocorrelation up to this many records.")
+@click.option("--wells", default=None, metavar="C1;C2;...",
+              help="With --stats: well centres, coordinates by commas, wells by semicolons "
+                   "(e.g. -1;1, or 0,0;1,1): occupancy, switches and first-passage times.")
+@click.option("--well-radius", default=None, type=Finite(min=0, min_open=True),
+              help="With --wells: a state within this distance of a centre is in its well "
+                   "[default: half the distance between the closest two centres].")
+@click.option("--epr", is_flag=True,
+              help="With --stats: the ensemble entropy production E[2fᵀD⁻¹f + ∇·f] of the "
+                   "network's latent SDE over the trials (needs a constant diffusion).")
+@click.option("--workers", default=None, type=click.IntRange(1),
+              help="With --stats: sample the shards on this many local Dask workers.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="With --stats: sample the shards on the Dask cluster at ADDRESS.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def sample(model, out, trials, duration, seed, first_trial, dt, record_every, inputs,
-           save_neurons, target, system_spec, plot, burn_in, device, dtype, quiet):
+           save_neurons, target, system_spec, plot, burn_in, device, dtype, stats_out, shard,
+           bins, max_lag, wells, well_radius, epr, workers, scheduler, quiet):
     """Simulate MODEL's network (or, with --target, its target SDE) with Euler–Maruyama.
 
     Progress goes to stderr on long runs; Ctrl-C stops within a fraction of a second and writes
     nothing. Outputs are written only when everything, the plot included, has been computed.
+    With --stats no paths are kept (any number of trials, in shards; on Dask workers with
+    --workers or --scheduler, with the same sums as one local run).
     """
+    if stats_out is not None:
+        if out is not None or plot or save_neurons:
+            raise click.UsageError("--stats keeps no paths: leave out --out, --plot and "
+                                   "--save-neurons")
+        run = dict(trials=trials, duration=duration, seed=seed, first_trial=first_trial, dt=dt,
+                   record_every=record_every, inputs=inputs, target=target,
+                   system_spec=system_spec, burn_in=burn_in, device=device, dtype=dtype)
+        return _sample_stats(model, stats_out, run, (shard, bins, max_lag, wells, well_radius,
+                                                     epr, workers, scheduler), quiet)
+    if out is None:
+        raise click.UsageError("give --out TRAJ.npz (or --stats STATS.json to keep no paths)")
+    if workers is not None or scheduler is not None:
+        raise click.UsageError("--workers and --scheduler go with --stats (paths of a big run "
+                               "do not fit in memory; a shard's statistics do)")
     from ddm_numba import load_model
     from ddm_numba._jit import compile_notices
     from ddm_numba.network import atomic_write
@@ -376,6 +417,59 @@ def sample(model, out, trials, duration, seed, first_trial, dt, record_every, in
     if png is not None:
         atomic_write(plot, lambda fh: fh.write(png))
         click.echo(f"wrote {plot}")
+
+
+def _parse_wells(text, d):
+    try:
+        centres = [[float(v) for v in w.split(",")] for w in text.split(";") if w.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: numbers separated by commas, wells by semicolons",
+                                 param_hint="--wells") from None
+    if not centres or any(len(c) != d for c in centres):
+        raise click.BadParameter(f"{text!r}: each centre needs {d} coordinates", param_hint="--wells")
+    return centres
+
+
+def _sample_stats(model, stats_out, run, stats_options, quiet):
+    """ddm sample --stats: the shards' statistics, no paths (stats.sample_stats). run: the
+    sampling options of `ddm sample` by name; stats_options: the --stats ones, in order."""
+    from ddm_numba import load_model
+    from ddm_numba._jit import compile_notices
+    from ddm_numba.simulate import parse_input, target_of
+    from ddm_numba.stats import EnsembleEprTerms, Stats, sample_stats
+    shard, bins, max_lag, wells, well_radius, epr, workers, scheduler = stats_options
+    trials, duration, target, burn_in = run["trials"], run["duration"], run["target"], \
+        run["burn_in"]
+    if workers is not None and scheduler is not None:
+        raise click.UsageError("give --workers or --scheduler, not both")
+    _check_out(stats_out, "statistics", ".json", [("model", model)], option="--stats")
+    progress = None if quiet else sys.stderr
+    compile_notices(progress)
+    net = load_model(model)
+    try:
+        schedule = [parse_input(text, net.p) for text in run["inputs"]]
+    except DDMError as exc:
+        raise click.BadParameter(str(exc), param_hint="--input") from None
+    system = target_of(net, run["system_spec"]) if target else None
+    box = system.domain if target else net.meta.get("system", {}).get("domain",
+                                                                      [[-1.0, 1.0]] * net.d)
+    if epr and target:
+        raise click.UsageError("--epr is the network's (its f, ∇·f and D); leave out --target")
+    stats = Stats(box, bins=bins, max_lag=max_lag,
+                  burn_in=burn_in if burn_in >= 0 else 0.1 * duration,
+                  wells=_parse_wells(wells, net.d) if wells else None, well_radius=well_radius,
+                  epr=EnsembleEprTerms(net) if epr else None)
+    options = dict(time=duration, seed=run["seed"], dt=run["dt"] or None,
+                   record_every=run["record_every"] or None, inputs=schedule,
+                   first_trial=run["first_trial"])
+    if not target:
+        options.update(device=run["device"], dtype=run["dtype"])
+    t0 = time.perf_counter()
+    sample_stats(system if target else net, trials, shard, stats, workers=workers,
+                 scheduler=scheduler, progress=progress, target=target, **options)
+    stats.save(stats_out)
+    click.echo(f"wrote {stats_out}: statistics of {stats.trials} trials "
+               f"({stats.count} records after the burn-in) in {time.perf_counter() - t0:.1f}s")
 
 
 @main.command(cls=_Command, context_settings=CONTEXT)

@@ -309,7 +309,7 @@ def sample_sharded(net, trials, shard, workers=None, scheduler=None, **options):
     equal, bit for bit, to one sample_network(net, trials, ...) (first_trial streams). Returns
     Trajectories."""
     from .simulate import Trajectories
-    distributed = _distributed()   # noqa: F841 (a clear error when the extra is missing)
+    _distributed()                 # a clear error when the extra is missing
     trials, shard = int(trials), int(shard)
     if trials < 1 or shard < 1:
         raise DDMError("trials and the shard size must be at least 1")
@@ -327,7 +327,9 @@ def sample_sharded(net, trials, shard, workers=None, scheduler=None, **options):
     return Trajectories(parts[0].t, z, x, parts[0].u, meta)
 
 
-def _sample_shard(net, trials, first_trial, options):
-    from .simulate import sample_network
+def _sample_shard(model, trials, first_trial, options, target=False):
+    """Trials first_trial … first_trial + trials − 1 of the network (or of the target System)."""
+    from .simulate import sample_network, sample_target
     _one_thread()
-    return sample_network(net, trials=trials, first_trial=first_trial, progress=None, **options)
+    sampler = sample_target if target else sample_network
+    return sampler(model, trials=trials, first_trial=first_trial, progress=None, **options)

@@ -131,3 +131,16 @@ def test_sweep_arguments():
             parse_range(bad, "--seeds")
     with pytest.raises(DDMError, match="NAME=V1"):
         parse_sweep_params(["sigma"])
+
+
+def test_statistics_on_two_workers_equal_the_local_ones(scheduler, dw_model):
+    """Shards reduced on the workers, merged in trial order: the same sums as a local run."""
+    from ddm_numba.stats import EnsembleEprTerms, Stats, sample_stats
+
+    def make():
+        return Stats([[-2.0, 2.0]], bins=10, max_lag=2, wells=[[-1.0], [1.0]],
+                     epr=EnsembleEprTerms(dw_model))
+    kw = dict(time=2.0, seed=3, progress=None)
+    local = sample_stats(dw_model, 10, 4, make(), **kw).summary()
+    remote = sample_stats(dw_model, 10, 4, make(), scheduler=scheduler, **kw).summary()
+    assert remote == local

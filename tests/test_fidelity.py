@@ -15,6 +15,7 @@ from ddm_numba import DDMError, System, fit, sample_target
 from ddm_numba.matching import _minimize, training_measure
 from ddm_numba.measure import run_length, visit
 from ddm_numba.selfcheck import self_check
+from ddm_numba.rng import make_states
 from ddm_numba.simulate import _initial_latent
 
 
@@ -50,7 +51,7 @@ def test_visit_drops_exactly_the_runs_that_blow_up():
     runs, seed = 64, 3
     system = Blowup()
     vis = visit(system, runs, seed)
-    z0 = _initial_latent(None, runs, 1, system.domain, seed)[:, 0]
+    z0 = _initial_latent(None, runs, 1, system.domain, make_states(runs, seed))[:, 0]
     T = run_length(system)
     # Euler from z0 > 0 tracks 1/(1/z0 − t) from below; a run escapes (z > 3) before T when its
     # blow-up time 1/z0 is clearly shorter than T, and not when it is clearly longer

@@ -134,3 +134,31 @@ def test_fit_data_memory_follows_the_network_not_the_data(monkeypatch):
     peak = _peak(lambda: fit_data(data, neurons=n, gain=0.0625, state_noise=True, substeps=1,
                                   refine_iter=2, refine_pairs=20000, progress=None))
     assert peak < Kd * n * 8 / 4, f"{peak / 1e6:.0f} MB traced for {Kd} increments"
+
+
+@pytest.mark.slow
+def test_stats_of_many_trials_in_bounded_memory(tmp_path, dw_model):
+    """`ddm sample --stats` of 2·10⁵ trials recorded every step (1001 records of d = 1): the
+    paths would take 1.6 GB; the whole process peaks below 1 GiB (a fresh process; its peak
+    resident set from os.wait4)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    model = tmp_path / "m.npz"
+    dw_model.save(model)
+    trials, steps = 200_000, 1000
+    paths_bytes = trials * (steps + 1) * 8
+    assert paths_bytes > 1.5e9
+    proc = subprocess.Popen([sys.executable, "-m", "ddm_numba_cli.main", "sample", str(model),
+                             "--stats", str(tmp_path / "s.json"), "--trials", str(trials),
+                             "--time", str(steps * 0.01), "--dt", "0.01", "--record-every", "1",
+                             "--shard", "10000", "-q"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, _, status, usage = os.wait4(proc.pid, 0)
+    out, err = proc.communicate()
+    assert os.waitstatus_to_exitcode(status) == 0, err[-2000:]
+    peak = usage.ru_maxrss * 1024
+    assert peak < 2**30, f"peak {peak / 2**30:.2f} GiB"
+    stats = json.loads((tmp_path / "s.json").read_text())
+    assert stats["trials"] == trials
