@@ -155,7 +155,7 @@ def test_stats_of_many_trials_in_bounded_memory(tmp_path, dw_model):
                              "--time", str(steps * 0.01), "--dt", "0.01", "--record-every", "1",
                              "--shard", "10000", "-q"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, _, status, usage = os.wait4(proc.pid, 0)
+    _, status, usage = os.wait4(proc.pid, 0)
     out, err = proc.communicate()
     assert os.waitstatus_to_exitcode(status) == 0, err[-2000:]
     peak = usage.ru_maxrss * 1024
