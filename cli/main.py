@@ -316,7 +316,8 @@ SYSTEM_HELP = ("The target, when MODEL was fitted to your own system: path/to/fi
                    "histograms, autocorrelation, wells, e_p; after --burn-in) to this JSON, "
                    "sampling --shard trials at a time in bounded memory.")
 @click.option("--shard", default=10000, show_default=True, type=click.IntRange(1),
-              help="With --stats: trials per shard (memory is one shard's paths).")
+              help="With --stats: trials per shard (memory is one shard's paths); with "
+                   "--workers/--scheduler: trials per task.")
 @click.option("--bins", default=50, show_default=True, type=click.IntRange(1, 10000),
               help="With --stats: histogram bins per coordinate over the model's box.")
 @click.option("--max-lag", default=0, show_default=True, type=click.IntRange(0),
@@ -331,9 +332,10 @@ SYSTEM_HELP = ("The target, when MODEL was fitted to your own system: path/to/fi
               help="With --stats: the ensemble entropy production E[2fᵀD⁻¹f + ∇·f] of the "
                    "network's latent SDE over the trials (needs a constant diffusion).")
 @click.option("--workers", default=None, type=click.IntRange(1),
-              help="With --stats: sample the shards on this many local Dask workers.")
+              help="Sample in shards of --shard trials on this many local Dask workers (the "
+                   "same paths or statistics as one local run).")
 @click.option("--scheduler", default=None, metavar="ADDRESS",
-              help="With --stats: sample the shards on the Dask cluster at ADDRESS.")
+              help="Sample the shards on the Dask cluster at ADDRESS instead.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def sample(model, out, trials, duration, seed, first_trial, dt, record_every, inputs,
            save_neurons, target, system_spec, plot, burn_in, device, dtype, stats_out, shard,
@@ -356,9 +358,12 @@ def sample(model, out, trials, duration, seed, first_trial, dt, record_every, in
                                                      epr, workers, scheduler), quiet)
     if out is None:
         raise click.UsageError("give --out TRAJ.npz (or --stats STATS.json to keep no paths)")
-    if workers is not None or scheduler is not None:
-        raise click.UsageError("--workers and --scheduler go with --stats (paths of a big run "
-                               "do not fit in memory; a shard's statistics do)")
+    sharded = workers is not None or scheduler is not None
+    if sharded and plot:
+        raise click.UsageError("--plot samples network and target together here; leave out "
+                               "--workers/--scheduler, or plot from the files")
+    if workers is not None and scheduler is not None:
+        raise click.UsageError("give --workers or --scheduler, not both")
     from ddm_numba import load_model
     from ddm_numba._jit import compile_notices
     from ddm_numba.network import atomic_write
@@ -396,6 +401,13 @@ def sample(model, out, trials, duration, seed, first_trial, dt, record_every, in
         pair = sample_pair(net, system, save_neurons=save_neurons, device=device, dtype=dtype,
                            **kw)
         traj = pair.target if target else pair.network
+    elif sharded:   # shards of --shard trials on Dask workers, merged in trial order
+        from ddm_numba.cluster import sample_sharded
+        kw.pop("progress")
+        extra = {} if target else dict(save_neurons=save_neurons, device=device, dtype=dtype)
+        traj = sample_sharded(system if target else net, trials, shard, workers=workers,
+                              scheduler=scheduler, target=target,
+                              **{k: v for k, v in kw.items() if k != "trials"}, **extra)
     elif target:
         traj = sample_target(system, **kw)
     else:

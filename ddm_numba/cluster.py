@@ -304,22 +304,25 @@ def sweep(system, neurons, seeds, out_dir, params=None, workers=None, scheduler=
     return ordered()
 
 
-def sample_sharded(net, trials, shard, workers=None, scheduler=None, **options):
-    """sample_network over shards of ``shard`` trials on a Dask cluster, merged in trial order:
-    equal, bit for bit, to one sample_network(net, trials, ...) (first_trial streams). Returns
-    Trajectories."""
+def sample_sharded(model, trials, shard, workers=None, scheduler=None, target=False,
+                   **options):
+    """sample_network (or, with ``target``, sample_target of the System ``model``) over shards of
+    ``shard`` trials on a Dask cluster, merged in trial order: equal, bit for bit, to one local
+    run with the same arguments (each trial's own stream, docs/model.md §6). Returns
+    Trajectories; meta.shards records the split."""
     from .simulate import Trajectories
     _distributed()                 # a clear error when the extra is missing
     trials, shard = int(trials), int(shard)
     if trials < 1 or shard < 1:
         raise DDMError("trials and the shard size must be at least 1")
     first = int(options.pop("first_trial", 0))
-    options.setdefault("device", "cpu")
+    if not target:
+        options.setdefault("device", "cpu")
     options.pop("progress", None)
     starts = list(range(0, trials, shard))
     with connect(workers, scheduler) as client:
-        futures = [client.submit(_sample_shard, net, min(shard, trials - a), first + a, options,
-                                 retries=2, pure=False) for a in starts]
+        futures = [client.submit(_sample_shard, model, min(shard, trials - a), first + a,
+                                 options, target, retries=2, pure=False) for a in starts]
         parts = client.gather(futures)
     z = np.concatenate([p.z for p in parts])
     x = np.concatenate([p.x for p in parts]) if parts[0].x is not None else None

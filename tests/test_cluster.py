@@ -144,3 +144,24 @@ def test_statistics_on_two_workers_equal_the_local_ones(scheduler, dw_model):
     local = sample_stats(dw_model, 10, 4, make(), **kw).summary()
     remote = sample_stats(dw_model, 10, 4, make(), scheduler=scheduler, **kw).summary()
     assert remote == local
+
+
+def test_ddm_sample_on_workers_writes_the_local_paths(tmp_path, dw_model):
+    """`ddm sample --workers 2 --shard 2` (its own LocalCluster) writes the file of a local run."""
+    from click.testing import CliRunner
+    from ddm_numba_cli.main import main
+    model = tmp_path / "m.npz"
+    dw_model.save(model)
+    runner = CliRunner()
+    common = ["sample", str(model), "--trials", "5", "--time", "1", "--seed", "6", "-q"]
+    local = runner.invoke(main, common + ["--out", str(tmp_path / "local.npz")],
+                          catch_exceptions=False)
+    remote = runner.invoke(main, common + ["--out", str(tmp_path / "remote.npz"), "--shard", "2",
+                                           "--workers", "2"], catch_exceptions=False)
+    assert local.exit_code == 0 and remote.exit_code == 0, remote.output
+    with np.load(tmp_path / "local.npz") as a, np.load(tmp_path / "remote.npz") as b:
+        assert np.array_equal(a["z"], b["z"]) and np.array_equal(a["t"], b["t"])
+    target = runner.invoke(main, common + ["--target", "--out", str(tmp_path / "tr.npz"),
+                                           "--shard", "3", "--workers", "1"],
+                           catch_exceptions=False)
+    assert target.exit_code == 0, target.output
