@@ -176,6 +176,10 @@ def _params(values):
                    "with --data: chosen on held-out trials].")
 @click.option("--fixed-embedding", is_flag=True,
               help="Keep the random embedding M, c: decoders by ridge regression only.")
+@click.option("--mask", default=None, metavar="FILE.npz|random:p=P|distance:p=P",
+              help="Full mode: which connections may exist (a boolean N×N 'mask' in a .npz, or "
+                   "a generator seeded by --seed: random with density P, or distance: local "
+                   "wiring on a torus, density about P); W is exactly zero elsewhere.")
 @click.option("--dale", type=click.FloatRange(0, 1), default=None,
               metavar="FRACTION_EXCITATORY", help="Full mode: Dale's law with this E fraction.")
 @click.option("--sigma-private", default=0.0, type=Finite(min=0),
@@ -204,8 +208,8 @@ def _params(values):
                    "to 128 neurons, joint above).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def fit(system, data, substeps, holdout, state_noise, unweighted, truth, neurons, out, params, mode, seed,
-        tau, samples, max_iter, reg, fixed_embedding, dale, sigma_private, device, checkpoint,
-        resume, visited, visit_runs, check_time, method, quiet):
+        tau, samples, max_iter, reg, fixed_embedding, mask, dale, sigma_private, device,
+        checkpoint, resume, visited, visit_runs, check_time, method, quiet):
     """Train a network of N neurons whose latent drift and diffusion match SYSTEM, or (--data)
     observed trajectories of an unknown system.
 
@@ -225,6 +229,8 @@ def fit(system, data, substeps, holdout, state_noise, unweighted, truth, neurons
         raise click.UsageError("give either SYSTEM or --data TRAJ.npz (not both)")
     if dale is not None and mode != "full":
         raise click.BadParameter("Dale's law needs --mode full", param_hint="--dale")
+    if mask is not None and mode != "full":
+        raise click.BadParameter("a connectivity mask needs --mode full", param_hint="--mask")
     if data is None:
         for name, value in (("--substeps", substeps), ("--state-noise", state_noise),
                             ("--unweighted", unweighted), ("--truth", truth)):
@@ -253,7 +259,7 @@ def fit(system, data, substeps, holdout, state_noise, unweighted, truth, neurons
                           dale=dale, sigma_private=sigma_private, progress=progress,
                           device=device, checkpoint=checkpoint, resume=resume,
                           visited=visited, visit_runs=visit_runs, self_check_time=check_time,
-                          method=method)
+                          method=method, mask=mask)
     if not quiet:
         click.echo(f"device: {net.meta['training']['device_reason']}", err=True)
     net.save(out)

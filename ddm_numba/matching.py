@@ -20,6 +20,7 @@ from .network import Network
 from .resources import require
 from .measure import check_fraction, pick, visit
 from .systems import evaluate, get_system
+from .masks import make_mask
 from .threads import BLAS_THREADS, one_blas_thread
 from .training import (Packer, _minimize, diffusion_loss_grad,  # noqa: F401 (old names)
                        lowrank_scale, ridge_solve)
@@ -123,8 +124,11 @@ class FullGram:
     which halves the cost against forming Q X and Q Θ densely.
     """
 
-    def __init__(self, data, M, c, P, lam_perp, reg_W):
+    def __init__(self, data, M, c, P, lam_perp, reg_W, mask=None):
         self.N, self.d = M.shape
+        # masks.py: W is kept at zero outside the mask, so the loss is a function of the allowed
+        # entries only and its gradient is ∂L/∂W_ij on them, 0 elsewhere
+        self.mask = None if mask is None else np.asarray(mask, dtype=float)
         self.p = data.p
         self.tau, self.lam, self.lam_perp, self.reg_W = data.tau, data.lam, lam_perp, reg_W
         self.P = P  # P = (MᵀM)⁻¹Mᵀ; Q = I − M P is applied through _Q, never stored
@@ -159,6 +163,8 @@ class FullGram:
         W = prm["W"]
         loss += self.reg_W * float(np.sum(W * W))
         grad[:, : self.N] += 2.0 * self.reg_W * W
+        if self.mask is not None:
+            grad[:, : self.N] *= self.mask
         N = self.N
         return float(loss), self.packer.pack({"W": grad[:, :N], "b": grad[:, N],
                                               "B_in": grad[:, N + 1:]})
@@ -333,7 +339,7 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
         test_samples=4096, max_iter=None, tol=1e-6, reg=1e-10, fixed_embedding=False,
         dale=None, sigma_private=0.0, perp_weight=1.0, progress=sys.stderr, device=DEFAULT_DEVICE,
         checkpoint=None, resume=None, visited=0.7, visit_runs=64, self_check_time=None,
-        revisit=1, method="auto"):
+        revisit=1, method="auto", mask=None):
     """Train a network whose latent drift and diffusion match ``system`` (docs/model.md §5).
 
     Returns the Network; its ``meta["fit"]`` holds the figures of fit on held-out samples.
@@ -353,6 +359,9 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
     together), "auto" (VarPro up to VARPRO_MAX_N neurons, joint above).
     ``max_iter``: None follows N (default_iterations); ``tol``: the optimizer stops when the loss
     falls by less than this, relative, per iteration (over 10 iterations).
+    ``mask``: full mode only, which W_ij may be non-zero (masks.make_mask: a boolean N×N array,
+    a .npz file with key ``mask``, or "random:p=0.1" / "distance:p=0.1", seeded by ``seed``);
+    W is exactly zero outside it. Combines with ``dale``.
     ``self_check_time``: time per trial of the self-check (selfcheck.py) that samples network and
     target after the fit and stores its verdict in ``meta["self_check"]`` (None: the default
     length; 0: no check). A verdict other than faithful is also a FitWarning. ``revisit``:
@@ -372,6 +381,12 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
         if mode != "full":
             raise DDMError("Dale's law needs full connectivity: use --mode full with --dale")
         _number(dale, "dale (the fraction of excitatory neurons)", 0, 1)
+    mask_info = None
+    if mask is not None:
+        if mode != "full":
+            raise DDMError("a connectivity mask needs full connectivity: use --mode full with "
+                           "--mask")
+        mask, mask_info = make_mask(mask, N, seed)
     tau = _tau(tau)
     visited = check_fraction(visited)
     visit_runs = _number(visit_runs, "visit_runs", 0, 100000, integer=True)
@@ -472,15 +487,22 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
                       B_in=start["B_in"] if p else None)
     elif mode == "full":
         lam_perp = perp_weight * float(np.mean(lam))
-        gram = FullGram(data, M, c, net.P, lam_perp, reg_joint)
+        gram = FullGram(data, M, c, net.P, lam_perp, reg_joint, mask)
         W0 = M @ A
         bounds = None
+        lo = np.full((N, N), -np.inf)
+        hi = np.full((N, N), np.inf)
         if dale is not None:
             n_exc = int(round(dale * N))
             sign = np.where(np.arange(N) < n_exc, 1.0, -1.0)
             W0 = np.where(W0 * sign[None, :] >= 0, W0, 0.0)
             lo = np.where(sign > 0, 0.0, -np.inf)[None, :].repeat(N, 0)
             hi = np.where(sign > 0, np.inf, 0.0)[None, :].repeat(N, 0)
+        if mask is not None:
+            # lo = hi = 0: L-BFGS-B holds these at exactly zero (a fixed variable)
+            W0 = np.where(mask, W0, 0.0)
+            lo, hi = np.where(mask, lo, 0.0), np.where(mask, hi, 0.0)
+        if dale is not None or mask is not None:
             free = np.full(N + N * p, np.inf)
             bounds = scipy.optimize.Bounds(np.concatenate([lo.ravel(), -free]),
                                            np.concatenate([hi.ravel(), free]))
@@ -497,10 +519,14 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
                                       bounds=bounds, blas_threads=None,
                                       snapshot=snapshot_full, checkpoint=ckpt)
         prm = gram.packer.unpack(x)
+        if mask is not None:        # L-BFGS-B held them at zero; this makes it a guarantee
+            prm["W"] = np.where(mask, prm["W"], 0.0)
         net = Network(tau, M, c, prm["b"], net.S0, net.R, sigma_private, W=prm["W"],
                       B_in=prm["B_in"] if p else None)
         if dale is not None:
             net.meta["dale"] = {"fraction_excitatory": dale, "n_excitatory": n_exc}
+        if mask is not None:
+            net.meta["mask"] = mask_info
 
     # 5. diffusion (a checkpoint from here on holds the finished drift)
     if ckpt is not None:

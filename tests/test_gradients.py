@@ -134,3 +134,23 @@ def test_diffusion_gradient(problem):
     x = packer.pack({"S0": rng.standard_normal((d, m)), "R": 0.3 * rng.standard_normal((d, m, N))})
     check_blocks(lambda y: diffusion_loss_grad(y, packer, data.z, Dt, M, c, 0.04 * P @ P.T, 0.01),
                  packer, x)
+
+
+def test_masked_full_gradient_finite_differences(problem):
+    """With a mask the loss is a function of the allowed W_ij only (the others are held at 0):
+    its gradient equals finite differences on the allowed entries and is 0 on the others."""
+    from ddm_numba.masks import make_mask
+    rng, data, M, c, net, W, b, B_in = _full_setup(problem)
+    N = M.shape[0]
+    mask, info = make_mask("random:p=0.3", N, seed=2)
+    assert 0.1 < info["density"] < 0.5
+    W = np.where(mask, W, 0.0)
+    gram = FullGram(data, M, c, net.P, lam_perp=0.3, reg_W=0.01, mask=mask)
+    x = gram.packer.pack({"W": W, "b": b, "B_in": B_in})
+    _, grad = gram.loss_grad(x)
+    fd = finite_difference(lambda y: gram.loss_grad(y)[0], x)
+    gW, fdW = (gram.packer.unpack(v)["W"] for v in (grad, fd))
+    assert rel_err(gW[mask], fdW[mask]) < 1e-6
+    assert np.all(gW[~mask] == 0) and np.any(fdW[~mask] != 0)   # the mask did something
+    for name in ("b", "B_in"):
+        assert rel_err(gram.packer.unpack(grad)[name], gram.packer.unpack(fd)[name]) < 1e-6

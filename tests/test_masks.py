@@ -1,0 +1,74 @@
+"""Connectivity masks (masks.py) in full-mode fits: W is exactly zero outside the mask, with and
+without Dale's law, and bad masks are refused with the reason."""
+import numpy as np
+import pytest
+
+from ddm_numba import DDMError, fit
+from ddm_numba.masks import make_mask
+
+
+@pytest.fixture(scope="module")
+def masked_fit():
+    return fit("ou2d", 48, mode="full", seed=1, max_iter=60, mask="random:p=0.5", progress=None,
+               self_check_time=0)
+
+
+def test_masked_weights_are_exactly_zero_and_the_fit_is_good(masked_fit):
+    mask, _ = make_mask("random:p=0.5", 48, seed=1)
+    W = masked_fit.W
+    assert np.all(W[~mask] == 0.0) and np.count_nonzero(W[mask]) > 0.9 * mask.sum()
+    info = masked_fit.meta["mask"]
+    assert info["source"] == "random:p=0.5" and abs(info["density"] - mask.mean()) < 1e-12
+    # half the connections still carry the 2-D OU drift (unmasked, the same fit: e_f ~ 1e-3)
+    assert masked_fit.meta["fit"]["e_f"] < 0.05, masked_fit.meta["fit"]
+
+
+def test_mask_and_dale_together(tmp_path):
+    mask = make_mask("distance:p=0.3", 40, seed=0)[0]
+    np.savez(tmp_path / "m.npz", mask=mask)
+    net = fit("ou2d", 40, mode="full", seed=0, max_iter=30, mask=str(tmp_path / "m.npz"),
+              dale=0.8, progress=None, self_check_time=0)
+    W = net.W
+    assert np.all(W[~mask] == 0.0)
+    assert np.all(W[:, :32] >= 0) and np.all(W[:, 32:] <= 0)     # 80 % excitatory columns
+    assert net.meta["mask"]["source"].endswith("m.npz")
+
+
+def test_generators_have_the_density_asked_for():
+    """Density within 4 binomial standard deviations of p (N² = 40000 entries)."""
+    for kind in ("random", "distance"):
+        for p in (0.1, 0.5):
+            mask, info = make_mask(f"{kind}:p={p}", 200, seed=3)
+            sd = np.sqrt(p * (1 - p) / mask.size) if kind == "random" else 0.02
+            assert abs(info["density"] - p) < 4 * sd + (0.01 if kind == "distance" else 0), \
+                (kind, p, info["density"])
+    a, _ = make_mask("random:p=0.2", 30, seed=1)
+    b, _ = make_mask("random:p=0.2", 30, seed=1)
+    assert np.array_equal(a, b) and not np.array_equal(a, make_mask("random:p=0.2", 30, 2)[0])
+
+
+def test_bad_masks(tmp_path):
+    np.savez(tmp_path / "int.npz", mask=np.ones((8, 8), dtype=int))
+    np.savez(tmp_path / "shape.npz", mask=np.ones((8, 9), dtype=bool))
+    np.savez(tmp_path / "nokey.npz", other=np.ones((8, 8), dtype=bool))
+    for spec, msg in [(str(tmp_path / "int.npz"), "boolean"), (str(tmp_path / "shape.npz"), "8×8"),
+                      (str(tmp_path / "nokey.npz"), "key 'mask'"), ("random:p=0", "density"),
+                      ("random:q=0.1", "p=DENSITY"), (np.zeros((8, 8), bool), "no connection"),
+                      (str(tmp_path / "missing.npz"), "does not exist")]:
+        with pytest.raises(DDMError, match=msg):
+            make_mask(spec, 8)
+    with pytest.raises(DDMError, match="full connectivity"):
+        fit("ou2d", 16, mask="random:p=0.5", progress=None)
+
+
+def test_mask_cli(tmp_path):
+    from click.testing import CliRunner
+    from ddm_numba_cli.main import main
+    runner = CliRunner()
+    res = runner.invoke(main, ["fit", "ou2d", "--out", str(tmp_path / "m.npz"), "--mask",
+                               "random:p=0.5"])
+    assert res.exit_code == 2 and "--mode full" in res.output
+    res = runner.invoke(main, ["fit", "ou2d", "-N", "24", "--mode", "full", "--max-iter", "5",
+                               "--check-time", "0", "--mask", "random:p=0.5", "--out",
+                               str(tmp_path / "m.npz"), "-q"])
+    assert res.exit_code == 0, res.output
