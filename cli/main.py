@@ -181,7 +181,9 @@ def _params(values):
                    "a generator seeded by --seed: random with density P, or distance: local "
                    "wiring on a torus, density about P); W is exactly zero elsewhere.")
 @click.option("--dale", type=click.FloatRange(0, 1), default=None,
-              metavar="FRACTION_EXCITATORY", help="Full mode: Dale's law with this E fraction.")
+              metavar="FRACTION_EXCITATORY", help="Dale's law with this fraction of excitatory "
+              "neurons: full mode with signed columns of W; low rank with W = M A, M >= 0 and "
+              "signed columns of A (trained jointly).")
 @click.option("--sigma-private", default=0.0, type=Finite(min=0),
               help="Private noise σ_p on every neuron.")
 @click.option("--device", type=click.Choice(DEVICES), default=DEFAULT_DEVICE,
@@ -227,8 +229,6 @@ def fit(system, data, substeps, holdout, state_noise, unweighted, truth, neurons
         raise click.UsageError("--checkpoint and --resume are for fits to a SYSTEM")
     if (system is None) == (data is None):
         raise click.UsageError("give either SYSTEM or --data TRAJ.npz (not both)")
-    if dale is not None and mode != "full":
-        raise click.BadParameter("Dale's law needs --mode full", param_hint="--dale")
     if mask is not None and mode != "full":
         raise click.BadParameter("a connectivity mask needs --mode full", param_hint="--mask")
     if data is None:

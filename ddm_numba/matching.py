@@ -233,13 +233,45 @@ def _tau(tau):
     return tau
 
 
-def _joint_drift(data, params, reg_joint, max_iter, tol, progress, ckpt, stage="drift"):
-    """Joint L-BFGS-B over decoders and embedding (low-rank), from params = (A, b_z, B_z, M, c)."""
+def dale_lowrank_bounds(packer, sign):
+    """Box bounds on the joint low-rank vector that make W = M A obey Dale's law exactly.
+
+    Neuron j is excitatory (sign_j = +1) or inhibitory (−1): every weight it sends, W_ij, must
+    have its sign. With W_ij = Σ_a M_ia A_aj, the constraints
+        M_ia ≥ 0  (every neuron's encoder in the positive orthant of the latent space),
+        sign_j A_aj ≥ 0  (each decoder column has its neuron's sign)
+    give sign_j W_ij = Σ_a M_ia (sign_j A_aj) ≥ 0, a sum of products of non-negative numbers:
+    Dale's law for every entry of the N×N W while only N d + d N numbers are trained. They are
+    bounds on single variables, so L-BFGS-B keeps every iterate feasible; the loss and its
+    gradient are those of the unconstrained low-rank fit (lowrank_loss_grad, FD-checked).
+    What the encoders give up: tuning directions e_i only in the positive orthant. That still
+    spans the functions the drift needs: ridge functions φ(m·z + c) with directions in any open
+    cone are dense, and with both signs of decoders f is a difference of such sums."""
+    d, N = packer.shapes["A"]
+    inf = np.inf
+    lo = {"A": np.where(sign[None, :] > 0, 0.0, -inf).repeat(d, 0),
+          "b_z": np.full(d, -inf), "M": np.zeros((N, d)), "c": np.full(N, -inf)}
+    hi = {"A": np.where(sign[None, :] > 0, inf, 0.0).repeat(d, 0),
+          "b_z": np.full(d, inf), "M": np.full((N, d), inf), "c": np.full(N, inf)}
+    if "B_z" in packer.shapes:
+        lo["B_z"] = np.full(packer.shapes["B_z"], -inf)
+        hi["B_z"] = np.full(packer.shapes["B_z"], inf)
+    return packer.pack(lo), packer.pack(hi)
+
+
+def _joint_drift(data, params, reg_joint, max_iter, tol, progress, ckpt, stage="drift",
+                 sign=None):
+    """Joint L-BFGS-B over decoders and embedding (low-rank), from params = (A, b_z, B_z, M, c);
+    ``sign`` (N,): Dale's law at low rank (dale_lowrank_bounds), from a feasible start."""
     A, b_z, B_z, M, c = params
     d, N = A.shape
     p = data.p
     packer = lowrank_packer(N, d, p, train_embedding=True)
     scale = lowrank_scale(packer, A, M, B_z)   # L-BFGS-B is not scale invariant
+    bounds = None
+    if sign is not None:
+        lo, hi = dale_lowrank_bounds(packer, sign)
+        bounds = scipy.optimize.Bounds(lo / scale, hi / scale)   # scale > 0: signs unchanged
 
     def objective(x):
         loss, grad = lowrank_loss_grad(x * scale, packer, data, reg_joint)
@@ -251,8 +283,8 @@ def _joint_drift(data, params, reg_joint, max_iter, tol, progress, ckpt, stage="
         return arrays
 
     x0 = packer.pack({"A": A, "b_z": b_z, "B_z": B_z, "M": M, "c": c}) / scale
-    x, info = _minimize(objective, x0, stage, max_iter, tol, progress, snapshot=snapshot,
-                        checkpoint=ckpt)
+    x, info = _minimize(objective, x0, stage, max_iter, tol, progress, bounds=bounds,
+                        snapshot=snapshot, checkpoint=ckpt)
     prm = packer.unpack(x * scale)
     return (prm["A"], prm["b_z"], prm.get("B_z", B_z), prm["M"], prm["c"]), info
 
@@ -377,10 +409,19 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
         raise DDMError(f"--neurons must be at least the latent dimension d = {d}, got {N}")
     if mode not in ("lowrank", "full"):
         raise DDMError(f"mode must be 'lowrank' or 'full', got {mode!r}")
+    sign = None
     if dale is not None:
-        if mode != "full":
-            raise DDMError("Dale's law needs full connectivity: use --mode full with --dale")
         _number(dale, "dale (the fraction of excitatory neurons)", 0, 1)
+        # neurons 0 … n_exc − 1 excitatory, the rest inhibitory
+        sign = np.where(np.arange(N) < int(round(dale * N)), 1.0, -1.0)
+        if mode == "lowrank":
+            # low-rank Dale (dale_lowrank_bounds) is a bounded joint fit: VarPro's decoders
+            # are an unconstrained solve, and a fixed embedding leaves only that solve
+            if method == "varpro" or fixed_embedding:
+                raise DDMError("Dale's law at low rank trains decoders and embedding jointly "
+                               "under sign bounds: use --method joint (or auto), without "
+                               "--fixed-embedding")
+            method = "joint"
     mask_info = None
     if mask is not None:
         if mode != "full":
@@ -455,6 +496,9 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
     reg_A = reg * float(np.mean(lam)) / tau ** 2
     reg_joint = max(reg, 1e-8) * float(np.mean(lam)) / tau ** 2
     M, c = initial_embedding(system.domain, N, rng)   # drawn even on resume: rng stays in step
+    lowrank_dale = sign is not None and mode == "lowrank"
+    if lowrank_dale:
+        M = np.abs(M)        # encoders in the positive orthant (dale_lowrank_bounds)
     stages = {}
     if start is not None and "A" in start:
         A, b_z, B_z, M, c = (start["A"], start["b_z"], start["B_z"].reshape(d, p), start["M"],
@@ -464,6 +508,8 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
         A, b_z, B_z = ridge_decoders(data, M, c, reg_joint)
     else:
         A, b_z, B_z = ridge_decoders(data, M, c, reg_joint)
+    if lowrank_dale:         # a feasible start: each decoder column clipped to its sign
+        A = np.where(A * sign[None, :] >= 0, A, 0.0)
     # 3. joint L-BFGS-B over decoders and embedding (low-rank)
     decoders_at_reg = False
     if not fixed_embedding and (start is None or start["stage"] == "drift"):
@@ -473,7 +519,10 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
             decoders_at_reg = True
         else:
             (A, b_z, B_z, M, c), stages["lowrank"] = _joint_drift(
-                data, (A, b_z, B_z, M, c), reg_joint, max_iter, tol, progress, ckpt)
+                data, (A, b_z, B_z, M, c), reg_joint, max_iter, tol, progress, ckpt,
+                sign=sign if lowrank_dale else None)
+            # an unconstrained ridge solve would undo the signs
+            decoders_at_reg = lowrank_dale
     if reg_A != reg_joint and not decoders_at_reg:
         A, b_z, B_z = ridge_decoders(data, M, c, reg_A)
         stages["decoders"] = {"reg": reg}
@@ -493,8 +542,6 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
         lo = np.full((N, N), -np.inf)
         hi = np.full((N, N), np.inf)
         if dale is not None:
-            n_exc = int(round(dale * N))
-            sign = np.where(np.arange(N) < n_exc, 1.0, -1.0)
             W0 = np.where(W0 * sign[None, :] >= 0, W0, 0.0)
             lo = np.where(sign > 0, 0.0, -np.inf)[None, :].repeat(N, 0)
             hi = np.where(sign > 0, np.inf, 0.0)[None, :].repeat(N, 0)
@@ -523,8 +570,6 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
             prm["W"] = np.where(mask, prm["W"], 0.0)
         net = Network(tau, M, c, prm["b"], net.S0, net.R, sigma_private, W=prm["W"],
                       B_in=prm["B_in"] if p else None)
-        if dale is not None:
-            net.meta["dale"] = {"fraction_excitatory": dale, "n_excitatory": n_exc}
         if mask is not None:
             net.meta["mask"] = mask_info
 
@@ -560,8 +605,8 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
         else:
             (A2, b2, B2, M2, c2), info = _joint_drift(
                 data2, start2, reg_joint, max_iter, tol, progress, None,
-                stage=f"revisit {round_ + 1}")
-            if reg_A != reg_joint:
+                stage=f"revisit {round_ + 1}", sign=sign if lowrank_dale else None)
+            if reg_A != reg_joint and not lowrank_dale:
                 A2, b2, B2 = ridge_decoders(data2, M2, c2, reg_A)
         net2 = Network(tau, M2, c2, M2 @ b2 + c2, net.S0, net.R, sigma_private, A=A2,
                        B_in=M2 @ B2 if p else None)
@@ -604,6 +649,10 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
         "fit": figures,
         "version": __version__,
     })
+    if dale is not None:
+        net.meta["dale"] = {"fraction_excitatory": dale, "n_excitatory": int(np.sum(sign > 0)),
+                            "formulation": "full W, signed columns" if mode == "full" else
+                            "W = M A with M >= 0 and signed columns of A"}
     if check is not None:
         net.meta["self_check"] = check
     say("figures of fit (held-out, " + figures["held_out_on"] + "): " +

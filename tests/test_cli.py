@@ -53,7 +53,8 @@ def test_fit_sample_plot(run, tmp_path):
     (["fit", "double_well", "--out", "x.npz", "--param", "nosuch=1"], 1, "no parameter"),
     (["fit", "no_such_system", "--out", "x.npz"], 1, "unknown system"),
     (["fit", "double_well", "--out", "x.txt"], 2, "must end in .npz"),
-    (["fit", "double_well", "--out", "x.npz", "--dale", "0.8"], 2, "--mode full"),
+    (["fit", "double_well", "--out", "x.npz", "--dale", "0.8", "--method", "varpro"], 1,
+     "--method joint"),
     (["fit", "double_well", "--out", "x.npz", "--neurons", "0"], 2, "--neurons"),
     (["sample", "missing.npz", "--out", "t.npz"], 1, "does not exist"),
 ])

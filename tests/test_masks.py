@@ -72,3 +72,41 @@ def test_mask_cli(tmp_path):
                                "--check-time", "0", "--mask", "random:p=0.5", "--out",
                                str(tmp_path / "m.npz"), "-q"])
     assert res.exit_code == 0, res.output
+
+
+def test_low_rank_dale_keeps_every_column_sign():
+    """W = M A with M ≥ 0 and signed decoder columns (matching.dale_lowrank_bounds): every
+    column of the N×N W keeps its neuron's sign, and the drift is still learned."""
+    net = fit("double_well", 40, dale=0.75, seed=0, max_iter=150, progress=None,
+              self_check_time=0)
+    assert net.mode == "lowrank" and net.meta["training"]["method"] == "joint"
+    W = net.M @ net.A
+    assert np.all(net.M >= 0)
+    assert np.all(W[:, :30] >= 0) and np.all(W[:, 30:] <= 0) and np.any(W[:, 30:] < 0)
+    assert net.meta["dale"]["n_excitatory"] == 30
+    assert net.meta["fit"]["e_f"] < 0.05, net.meta["fit"]
+
+
+def test_low_rank_gradient_at_a_dale_point_is_the_plain_one():
+    """The bounds change where L-BFGS-B may go, not the loss: its gradient at a feasible point
+    (M ≥ 0, signed A) equals finite differences, like anywhere else."""
+    from ddm_numba.matching import DriftData, dale_lowrank_bounds, lowrank_loss_grad, \
+        lowrank_packer
+    rng = np.random.default_rng(4)
+    K, N, d = 200, 12, 2
+    z = rng.uniform(-2, 2, (K, d))
+    f = np.stack([z[:, 0] - z[:, 0] ** 3, -z[:, 1] + np.sin(z[:, 0])], 1)
+    data = DriftData(z, np.zeros((K, 0)), f, 1.0 / f.var(0), tau=1.0)
+    packer = lowrank_packer(N, d, 0)
+    sign = np.where(np.arange(N) < 8, 1.0, -1.0)
+    A = np.abs(rng.standard_normal((d, N))) * sign
+    x = packer.pack({"A": A, "b_z": rng.standard_normal(d),
+                     "M": np.abs(rng.standard_normal((N, d))), "c": rng.standard_normal(N)})
+    lo, hi = dale_lowrank_bounds(packer, sign)
+    assert np.all(lo <= x) and np.all(x <= hi)
+    _, grad = lowrank_loss_grad(x, packer, data, reg_A=0.01)
+    h = 1e-6
+    fd = np.array([(lowrank_loss_grad(x + h * e, packer, data, 0.01)[0]
+                    - lowrank_loss_grad(x - h * e, packer, data, 0.01)[0]) / (2 * h)
+                   for e in np.eye(x.size)])
+    assert np.linalg.norm(grad - fd) < 1e-6 * np.linalg.norm(fd)
