@@ -21,7 +21,11 @@ def main():
     ap.add_argument("--neurons", type=int, default=256)
     ap.add_argument("--densities", default="1,0.5,0.2,0.1")
     ap.add_argument("--kind", default="random", choices=["random", "distance"])
-    ap.add_argument("--dale", type=float, default=None, help="also Dale's law, this E fraction")
+    ap.add_argument("--dale", type=float, default=None,
+                    help="masked rows with Dale's law too (this E fraction)")
+    ap.add_argument("--dale-compare", type=float, default=0.8,
+                    help="E fraction of the Dale comparison: low rank (W = M A, M >= 0, signed "
+                         "A columns) against full mode, no mask (0: skip)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -48,6 +52,28 @@ def main():
             print(f"{system:12s} {p:5.2f} {density:8.3f} {fig['e_f']:9.2e} {fig['e_D']:9.2e} "
                   f"{fig.get('off_manifold_rel', float('nan')):9.2e} {verdict:>12s} "
                   f"{seconds:6.1f}", flush=True)
+    if args.dale_compare:
+        print(f"\nDale's law, {args.dale_compare:.0%} excitatory, no mask:", flush=True)
+        print(f"{'system':12s} {'mode':8s} {'e_f':>9s} {'e_D':>9s} {'off_rel':>9s} "
+              f"{'verdict':>12s} {'s':>6s} {'signs ok':>8s}", flush=True)
+        for system in args.systems.split(","):
+            for mode in ("lowrank", "full"):
+                t0 = time.perf_counter()
+                net = fit(system, args.neurons, mode=mode, seed=args.seed,
+                          dale=args.dale_compare, progress=None)
+                seconds = time.perf_counter() - t0
+                W = net.W if mode == "full" else net.M @ net.A
+                n_exc = net.meta["dale"]["n_excitatory"]
+                ok = bool((W[:, :n_exc] >= 0).all() and (W[:, n_exc:] <= 0).all())
+                fig = net.meta["fit"]
+                verdict = (net.meta.get("self_check") or {}).get("verdict", "")
+                rows.append({"system": system, "mode": mode, "dale": args.dale_compare,
+                             "e_f": fig["e_f"], "e_D": fig["e_D"],
+                             "off_manifold_rel": fig.get("off_manifold_rel"),
+                             "verdict": verdict, "seconds": seconds, "signs_ok": ok})
+                print(f"{system:12s} {mode:8s} {fig['e_f']:9.2e} {fig['e_D']:9.2e} "
+                      f"{fig.get('off_manifold_rel', float('nan')):9.2e} {verdict:>12s} "
+                      f"{seconds:6.1f} {str(ok):>8s}", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"machine": machine, "rows": rows}, fh, indent=1)
