@@ -208,10 +208,19 @@ def _params(values):
               help="Low-rank drift training: varpro (embedding optimized, decoders solved "
                    "exactly inside the objective), joint (L-BFGS-B over both), auto (varpro up "
                    "to 128 neurons, joint above).")
+@click.option("--online", "online_time", default=None, type=Finite(min=0, min_open=True),
+              metavar="TIME",
+              help="Learn the decoders online instead, for TIME time units of teacher forcing: "
+                   "a local delta rule (presynaptic rates × the drift error) while the target "
+                   "drives the network, the diffusion from the residual second moments "
+                   "(docs/learning.md). Low rank, fixed random embedding, no inputs.")
+@click.option("--online-trials", default=512, show_default=True, type=click.IntRange(1, 100000),
+              help="With --online: teacher paths run in parallel.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def fit(system, data, substeps, holdout, state_noise, unweighted, truth, neurons, out, params, mode, seed,
         tau, samples, max_iter, reg, fixed_embedding, mask, dale, sigma_private, device,
-        checkpoint, resume, visited, visit_runs, check_time, method, quiet):
+        checkpoint, resume, visited, visit_runs, check_time, method, online_time, online_trials,
+        quiet):
     """Train a network of N neurons whose latent drift and diffusion match SYSTEM, or (--data)
     observed trajectories of an unknown system.
 
@@ -245,6 +254,20 @@ def fit(system, data, substeps, holdout, state_noise, unweighted, truth, neurons
     progress = None if quiet else sys.stderr
     from ddm_numba._jit import compile_notices
     compile_notices(progress)
+    if online_time is not None:
+        if data is not None or mode != "lowrank" or mask or dale is not None or checkpoint \
+                or resume or fixed_embedding or sigma_private or samples:
+            raise click.UsageError("--online learns a low-rank network's decoders from a "
+                                   "SYSTEM; --data, --mode full, --mask, --dale, --checkpoint, "
+                                   "--resume, --samples, --fixed-embedding and --sigma-private "
+                                   "do not apply")
+        from ddm_numba.online import fit_online
+        net = fit_online(get_system(system, **_params(params)), neurons, seed=seed, tau=tau,
+                         time_total=online_time, trials=online_trials, progress=progress)
+        net.save(out)
+        click.echo(f"wrote {out}: online-learned lowrank network, N={net.N}, d={net.d}; "
+                   f"{_fit_summary(net.meta)}; {net.meta['training']['seconds']:.1f}s")
+        return
     if data is not None:
         from ddm_numba.learn import fit_data
         net = fit_data(data, neurons, seed=seed, tau=tau, holdout=holdout, reg=reg,
