@@ -110,3 +110,22 @@ def test_low_rank_gradient_at_a_dale_point_is_the_plain_one():
                     - lowrank_loss_grad(x - h * e, packer, data, 0.01)[0]) / (2 * h)
                    for e in np.eye(x.size)])
     assert np.linalg.norm(grad - fd) < 1e-6 * np.linalg.norm(fd)
+
+
+def test_transverse_growth_sees_an_unstable_direction_off_the_manifold():
+    """transverse_growth: −1 for a low-rank W = M A (nothing acts off the manifold); with
+    3 u uᵀ added for a unit u ⊥ range(M), the perturbation along u grows at 3 φ'(x)·(u²
+    weighted) − 1 > 0 — here at z = 0 with c = 0, where φ' = 1: exactly +2."""
+    from ddm_numba.matching import transverse_growth
+    rng = np.random.default_rng(1)
+    N, d = 20, 2
+    M = rng.standard_normal((N, d))
+    A = rng.standard_normal((d, N))
+    c = np.zeros(N)
+    assert abs(transverse_growth(M @ A, M, c, np.zeros((1, d))) + 1.0) < 1e-12
+    u = rng.standard_normal(N)
+    u -= M @ np.linalg.lstsq(M, u, rcond=None)[0]
+    u /= np.linalg.norm(u)
+    W = M @ A + 3.0 * np.outer(u, u)
+    assert abs(transverse_growth(W, M, c, np.zeros((1, d))) - 2.0) < 1e-9
+    assert transverse_growth(W, M, c, np.ones((1, d))) < 2.0     # φ' < 1 away from 0

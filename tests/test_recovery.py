@@ -52,7 +52,9 @@ def test_bad_arguments():
         get_system("no_such_system")
     with pytest.raises(DDMError, match="no parameter 'sigmaa'"):
         get_system("double_well", sigmaa=1)
-    with pytest.raises(DDMError, match="--mode full"):
-        fit("ou2d", 16, dale=0.5, progress=None)
+    with pytest.raises(DDMError, match="--method joint"):
+        fit("ou2d", 16, dale=0.5, method="varpro", progress=None)
+    with pytest.raises(DDMError, match="--method joint"):
+        fit("ou2d", 16, dale=0.5, fixed_embedding=True, progress=None)
     with pytest.raises(DDMError, match="at least the latent dimension"):
         fit("lorenz", 2, progress=None)
