@@ -623,6 +623,7 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
         # 20 % mask, e_f 2e-4 but an off-manifold growth rate +2/τ, the sampled network's std
         # +99 %). So the transverse stability is checked at held-out states and, while a
         # direction off the manifold grows, W is refitted from where it is with a 10× ridge.
+        first = None
         for attempt in range(STABILITY_ROUNDS):
             x, info = _minimize(gram.loss_grad, x0, "full W", max_iter, tol, progress,
                                 bounds=bounds, blas_threads=None, snapshot=snapshot_full,
@@ -631,17 +632,22 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
                                        z_test[:STABILITY_STATES])
             info.update(transverse_growth=growth, reg_W=gram.reg_W)
             stages["full" if attempt == 0 else f"full, ridge ×{10 ** attempt:g}"] = info
-            if growth < 0 or attempt == STABILITY_ROUNDS - 1:
+            first = (x, growth) if first is None else first
+            if growth < 0:
+                break
+            if attempt == STABILITY_ROUNDS - 1:
+                # no ridge made it stable: keep the best-fitting W, the first, and say so
+                x, growth = first
+                info["kept"] = "the first round (no round was stable)"
+                warnings.warn(f"the full network is unstable off its manifold (growth rate "
+                              f"{growth:.3g}/τ at held-out states) with every ridge tried: its "
+                              "samples may leave the manifold; use a denser --mask or more "
+                              "--neurons", FitWarning, stacklevel=2)
                 break
             say(f"  off the manifold the network is unstable (growth rate {growth:.3g}/τ at "
                 "held-out states): refitting W with a 10× larger ridge")
             gram.reg_W *= 10.0
             x0 = masked_point() if mask is not None else x   # masked: solved again, this ridge
-        if growth >= 0:
-            warnings.warn(f"the full network is unstable off its manifold (growth rate "
-                          f"{growth:.3g}/τ at held-out states) even with a larger ridge: its "
-                          "samples may leave the manifold; use a denser --mask, more --neurons "
-                          "or a larger --reg", FitWarning, stacklevel=2)
         prm = gram.packer.unpack(x)
         if mask is not None:        # L-BFGS-B held them at zero; this makes it a guarantee
             prm["W"] = np.where(mask, prm["W"], 0.0)
