@@ -35,6 +35,7 @@ import time
 import numpy as np
 
 from ._jit import kernel, phi
+from ._version import __version__
 from .errors import DDMError, checked_number as _number
 
 
@@ -159,7 +160,6 @@ def fit_online(system, neurons=128, *, seed=0, tau=1.0, time_total=300.0, dt=Non
                    "curve": curve, "D_hat": D_hat.tolist()},
         "fit": figures,
     })
-    from ._version import __version__
     net.meta["version"] = __version__
     say(f"online rule: e_f {figures['e_f']:.3g}, e_D {figures['e_D']:.3g} after "
         f"{n_steps * dt:g} time units × {trials} paths in {curve['seconds'][-1]:.1f}s")

@@ -72,7 +72,8 @@ class Stats:
         self.fpt_count = 0
         self.fpt_sum = 0.0
         self.fpt_sq = 0.0
-        self.fpt_hist = None
+        self.fpt_hist = None      # made at the first shard with wells, over its time span
+        self.fpt_span = None
         self.epr_trials = 0
         self.epr_sum = 0.0
         self.epr_sq = 0.0
