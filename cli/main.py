@@ -211,16 +211,21 @@ def _params(values):
 @click.option("--online", "online_time", default=None, type=Finite(min=0, min_open=True),
               metavar="TIME",
               help="Learn the decoders online instead, for TIME time units of teacher forcing: "
-                   "a local delta rule (presynaptic rates × the drift error) while the target "
-                   "drives the network, the diffusion from the residual second moments "
-                   "(docs/learning.md). Low rank, fixed random embedding, no inputs.")
-@click.option("--online-trials", default=512, show_default=True, type=click.IntRange(1, 100000),
+                   "an online rule on the drift error while the target drives the network, the "
+                   "diffusion from the residual second moments (docs/learning.md §6). Low rank, "
+                   "fixed random embedding, no inputs.")
+@click.option("--online-trials", default=64, show_default=True, type=click.IntRange(1, 100000),
               help="With --online: teacher paths run in parallel.")
+@click.option("--online-rule", type=click.Choice(["rls", "delta"]), default="rls",
+              show_default=True,
+              help="With --online: rls (recursive least squares, FORCE's rule: error × a "
+                   "presynaptic trace, O(N²) a state, reaches the batch decoders) or delta "
+                   "(the normalized delta rule, strictly synapse-local, O(N), slow to converge).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 def fit(system, data, substeps, holdout, state_noise, unweighted, truth, neurons, out, params, mode, seed,
         tau, samples, max_iter, reg, fixed_embedding, mask, dale, sigma_private, device,
         checkpoint, resume, visited, visit_runs, check_time, method, online_time, online_trials,
-        quiet):
+        online_rule, quiet):
     """Train a network of N neurons whose latent drift and diffusion match SYSTEM, or (--data)
     observed trajectories of an unknown system.
 
@@ -254,6 +259,8 @@ def fit(system, data, substeps, holdout, state_noise, unweighted, truth, neurons
     progress = None if quiet else sys.stderr
     from ddm_numba._jit import compile_notices
     compile_notices(progress)
+    if online_time is None and (online_trials != 64 or online_rule != "rls"):
+        raise click.UsageError("--online-trials and --online-rule are for --online TIME")
     if online_time is not None:
         if data is not None or mode != "lowrank" or mask or dale is not None or checkpoint \
                 or resume or fixed_embedding or sigma_private or samples:
@@ -263,7 +270,8 @@ def fit(system, data, substeps, holdout, state_noise, unweighted, truth, neurons
                                    "do not apply")
         from ddm_numba.online import fit_online
         net = fit_online(get_system(system, **_params(params)), neurons, seed=seed, tau=tau,
-                         time_total=online_time, trials=online_trials, progress=progress)
+                         time_total=online_time, trials=online_trials, rule=online_rule,
+                         progress=progress)
         net.save(out)
         click.echo(f"wrote {out}: online-learned lowrank network, N={net.N}, d={net.d}; "
                    f"{_fit_summary(net.meta)}; {net.meta['training']['seconds']:.1f}s")

@@ -9,28 +9,36 @@ can see. Here:
    and its latent state is fed back into the network: every neuron sits at h = M z + c, so its
    rate φ(h) is the presynaptic signal. M and c are the fixed random embedding
    (matching.initial_embedding); only the decoders learn.
-2. **A delta rule on the drift error.** The network's latent drift is f̂ = (1/τ)(A φ + b_z − z)
+2. **A rule on the drift error.** The network's latent drift is f̂ = (1/τ)(A φ + b_z − z)
    (docs/model.md §3, P c absorbed in b_z); what it should be is the target's f(z), given by the
    teacher. The postsynaptic error is e = τ f(z) + z − (A φ + b_z), in latent coordinates (the
-   error each latent read-out sees), and each decoder weight changes by its presynaptic rate
-   times that error,
-       ΔA_aj = η e_a φ_j / (‖φ‖² + 1),   Δb_a = η e_a / (‖φ‖² + 1),
-   the normalized least-mean-squares (LMS / PES-like) rule: the step of stochastic gradient
-   descent on ½ |e|² for this one state, scaled by the presynaptic activity (stable for η < 2).
-   Its fixed point is the least-squares decoder over the states the teacher visits — the batch
-   ridge solution of a fixed-embedding fit, without the ridge — so e_f converges to that fit's.
-   η decays as η₀ / (1 + t/t_q) in the last quarter of learning (stochastic approximation: the
-   state-to-state scatter of the updates averages out).
+   error each latent read-out sees). Two rules (``rule=``):
+
+   - ``"rls"`` (default): recursive least squares, the rule of FORCE learning (Sussillo & Abbott
+     2009). Each decoder weight changes by the error times a presynaptic trace k = P u/(1 + uᵀPu),
+     u = [φ; 1], where P is the running inverse of the presynaptic rates' correlation (one N×N
+     matrix shared by the d read-outs). After n states the decoders are exactly the ridge
+     solution over those states (_rls's docstring), so e_f reaches the batch fit's of the same
+     embedding in one pass, whatever the features' conditioning. Cost O(N²) per state.
+   - ``"delta"``: the normalized delta rule, strictly synapse-local (presynaptic rate × error):
+         ΔA_aj = η e_a φ_j / (‖φ‖² + 1),   Δb_a = η e_a / (‖φ‖² + 1),
+     the normalized least-mean-squares (LMS / PES-like) step of stochastic gradient descent on
+     ½ |e|² for one state (stable for η < 2). Its fixed point is the same least-squares decoder,
+     but it moves along a direction of the features' covariance at a rate ∝ that direction's
+     eigenvalue, and tanh features of a few latent coordinates are nearly collinear: e_f falls
+     slowly (docs/learning.md §6 has the measurements). η decays as η₀ / (1 + t/t_q) in the last
+     quarter of learning (stochastic approximation). Cost O(N) per state.
 3. **The diffusion from residual second moments.** The teacher's increments minus the drift,
    r = Δz − f dt, have E[r rᵀ] = D dt: a running average gives D̂, and S0 = D̂^{1/2} (constant
    diffusion; a state-dependent one is for the batch fit).
 
-Every step is local in time and uses only φ, e and the increments: no stored sample, no
-gradient through φ.
+Every step is local in time and uses only φ (and, for RLS, P), e and the increments: no stored
+sample, no gradient through φ.
 """
 import math
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -71,15 +79,82 @@ def _lms(z, y, M, c, A, b, eta, ph):
     return total
 
 
+@kernel(fastmath={"nsz", "arcp", "contract", "reassoc"})
+def _rls(z, y, M, c, W, P, pu):
+    """Recursive least squares over the states z (n, d) in order, targets y: W = [A | b] (d, N+1)
+    and P (N+1, N+1) in place. Returns Σ |e|² before each update, and the number of states
+    skipped because P had lost its positive definiteness (0 unless α is too small).
+
+    With u = [φ(M z + c); 1] the presynaptic rates and a constant, P the inverse of the
+    presynaptic correlation Σ u uᵀ + α I seen so far (P₀ = I/α), each state does
+        Pu = P u,   k = Pu / (1 + uᵀ Pu),   e = y − W u,   W += e kᵀ,   P −= k Puᵀ.
+    The last two lines are the Sherman–Morrison update of (Σ u uᵀ + α I)⁻¹ by one more u uᵀ, so
+    after n states W is exactly the ridge solution argmin Σ_k |y_k − W u_k|² + α ‖W‖²: the batch
+    least-squares decoder over the visited states, reached in one pass whatever the conditioning
+    of the features (the delta rule's W moves along a weak direction λ at a rate ∝ λ; here every
+    direction is whitened by P). It is FORCE's rule (Sussillo & Abbott 2009). P is symmetric:
+    only Pu is computed from it, and the rank-one update keeps the symmetry to rounding (the
+    caller re-symmetrizes between chunks)."""
+    n, d = z.shape
+    N = M.shape[0]
+    L = N + 1
+    total = 0.0
+    skipped = 0
+    e = np.empty(d)
+    for k in range(n):
+        for i in range(N):
+            h = c[i]
+            for a in range(d):
+                h += M[i, a] * z[k, a]
+            pu[L + i] = phi(h)              # u lives in pu[L:2L], P u in pu[:L]
+        pu[L + N] = 1.0
+        quad = 1.0
+        for i in range(L):
+            s = 0.0
+            for j in range(L):
+                s += P[i, j] * pu[L + j]
+            pu[i] = s
+            quad += s * pu[L + i]
+        for a in range(d):
+            s = 0.0
+            for j in range(L):
+                s += W[a, j] * pu[L + j]
+            e[a] = y[k, a] - s
+            total += e[a] * e[a]
+        if quad < 1.0:
+            # uᵀPu < 0: rounding has cost P its positive definiteness in u's direction (its
+            # condition number grows like n·‖u‖²/α); an update now would amplify, not shrink
+            skipped += 1
+            continue
+        inv = 1.0 / quad
+        for a in range(d):
+            g = e[a] * inv
+            for j in range(L):
+                W[a, j] += g * pu[j]
+        for i in range(L):
+            ki = pu[i] * inv
+            for j in range(L):
+                P[i, j] -= ki * pu[j]
+    return total, skipped
+
+
+RECORDS = 20      # points of the learning curve (and chunks of the teacher's run)
+_RULES = {"rls": "recursive least squares (FORCE) on the drift error, teacher forcing",
+          "delta": "normalized delta rule on the drift error, teacher forcing"}
+
+
 def fit_online(system, neurons=128, *, seed=0, tau=1.0, time_total=300.0, dt=None, trials=512,
-               eta=0.5, record=20, progress=sys.stderr):
-    """Learn a network's decoders online with the delta rule under teacher forcing (module
-    docstring). Returns the Network; meta["online"] holds the learning curve: simulated time,
-    wall time and e_f on held-out states of the target's own runs, ``record`` times.
+               rule="rls", eta=0.5, ridge=1e-8, progress=sys.stderr):
+    """Learn a network's decoders online under teacher forcing (module docstring). Returns the
+    Network; meta["online"] holds the learning curve: simulated time, wall time and e_f on
+    held-out states of the target's own runs, RECORDS times.
 
     time_total: simulated time of each of the ``trials`` teacher paths; dt: the target's step
-    (default its suggested dt); eta: η₀ of the normalized rule."""
-    from .matching import figures_of_fit, initial_embedding, training_measure
+    (default its suggested dt); rule: "rls" (recursive least squares, FORCE's rule: each weight's
+    change is the postsynaptic error times a presynaptic trace P u) or "delta" (the normalized
+    delta rule, strictly synapse-local); eta: η₀ of the delta rule; ridge: α, P₀ = I/α, of the
+    RLS rule."""
+    from .matching import FitWarning, figures_of_fit, initial_embedding, training_measure
     from .network import Network
     from .systems import evaluate, get_system
     system = get_system(system)
@@ -94,6 +169,9 @@ def fit_online(system, neurons=128, *, seed=0, tau=1.0, time_total=300.0, dt=Non
     time_total = _number(time_total, "time_total", 0, low_open=True)
     trials = _number(trials, "trials", 1, 100000, integer=True)
     eta = _number(eta, "eta", 0, 2, low_open=True)
+    ridge = _number(ridge, "ridge", 0, low_open=True)
+    if rule not in ("rls", "delta"):
+        raise DDMError(f"unknown online rule {rule!r}: use 'rls' or 'delta'")
     dt = float(dt or system.dt)
     d, m = system.d, system.m
     rng = np.random.default_rng(seed)
@@ -105,15 +183,16 @@ def fit_online(system, neurons=128, *, seed=0, tau=1.0, time_total=300.0, dt=Non
     g_test = evaluate(system, z_test)[1]
     A, b = np.zeros((d, N)), np.zeros(d)
     ph = np.empty(N)
+    W, P, pu = np.zeros((d, N + 1)), np.eye(N + 1) / ridge, np.empty(2 * (N + 1))
     lo, hi = system.domain[:, 0], system.domain[:, 1]
     z = lo + (hi - lo) * rng.random((trials, d))
     n_steps = int(math.ceil(time_total / dt))
-    chunk = max(1, n_steps // record)
+    chunk = max(1, n_steps // RECORDS)
     half = n_steps * 3 // 4
     D_sum, D_count = np.zeros((d, d)), 0
     curve = {"time": [], "seconds": [], "e_f": []}
     sqdt = math.sqrt(dt)
-    done = 0
+    done = skipped = 0
     while done < n_steps:
         n = min(chunk, n_steps - done)
         Z, Y = np.empty((n, trials, d)), np.empty((n, trials, d))
@@ -130,13 +209,19 @@ def fit_online(system, neurons=128, *, seed=0, tau=1.0, time_total=300.0, dt=Non
             out = np.any((z < lo - (hi - lo)) | (z > hi + (hi - lo)), axis=1)
             if out.any():
                 z[out] = lo + (hi - lo) * rng.random((int(out.sum()), d))
-        # η₀ for three quarters of the run, then η₀ / (1 + t / t_q)
-        t_mid = max(done + n / 2 - half, 0) * dt
-        rate = eta / (1.0 + t_mid / max(half * dt, 1e-12))
-        _lms(Z.reshape(-1, d), Y.reshape(-1, d), M, c, A, b, rate, ph)
+        if rule == "rls":
+            skipped += _rls(Z.reshape(-1, d), Y.reshape(-1, d), M, c, W, P, pu)[1]
+            P = 0.5 * (P + P.T)
+            A, b = W[:, :N].copy(), W[:, N].copy()
+        else:
+            # η₀ for three quarters of the run, then η₀ / (1 + t / t_q)
+            t_mid = max(done + n / 2 - half, 0) * dt
+            rate = eta / (1.0 + t_mid / max(half * dt, 1e-12))
+            _lms(Z.reshape(-1, d), Y.reshape(-1, d), M, c, A, b, rate, ph)
         done += n
         if not np.all(np.isfinite(A)):
-            raise DDMError("the online rule diverged; lower eta")
+            raise DDMError("the online rule diverged; " + (
+                "lower eta" if rule == "delta" else "raise ridge"))
         net = Network(tau, M, c, M @ b + c, np.zeros((d, m)), np.zeros((d, m, N)), 0.0, A=A)
         e_f = float(figures_of_fit(system, net, z_test, None, f_test, g_test)["e_f"])
         curve["time"].append(done * dt)
@@ -155,12 +240,17 @@ def fit_online(system, neurons=128, *, seed=0, tau=1.0, time_total=300.0, dt=Non
         "system": system.record(),
         "training": {"mode": "lowrank", "neurons": N, "seed": seed, "tau": tau,
                      "method": "online", "seconds": time.perf_counter() - t_start},
-        "online": {"rule": "normalized delta rule on the drift error, teacher forcing",
-                   "trials": trials, "dt": dt, "time": n_steps * dt, "eta": eta,
+        "online": {"rule": rule, "description": _RULES[rule], "trials": trials, "dt": dt,
+                   "time": n_steps * dt, "eta": eta if rule == "delta" else None,
+                   "ridge": ridge if rule == "rls" else None, "skipped": skipped,
                    "curve": curve, "D_hat": D_hat.tolist()},
         "fit": figures,
     })
     net.meta["version"] = __version__
+    if skipped:
+        warnings.warn(f"online rule: {skipped} of {n_steps * trials} states skipped because the "
+                      "RLS matrix P lost its positive definiteness; use a larger ridge",
+                      FitWarning, stacklevel=2)
     say(f"online rule: e_f {figures['e_f']:.3g}, e_D {figures['e_D']:.3g} after "
         f"{n_steps * dt:g} time units × {trials} paths in {curve['seconds'][-1]:.1f}s")
     return net

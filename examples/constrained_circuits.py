@@ -10,8 +10,9 @@ Two full-connectivity networks of 256 neurons, each with a random connectivity m
 - associative memory (`multiwell`): cued from memory to memory by input pulses; the figure of
   merit of examples/associative_memory.py: cue success ≥ 95 % and within 3 points of the target.
 
-And the online rule (`ddm fit --online`, docs/learning.md §6) learning `double_well`: e_f on
-held-out visited states against simulated time, beside the batch fits' e_f.
+And the online rules (`ddm fit --online`, docs/learning.md §6) learning `double_well`: e_f on
+held-out visited states against simulated time for RLS and the delta rule, beside the batch
+fits' e_f.
 
 Writes constrained_circuits.json and constrained_circuits.png to --out-dir.
 
@@ -33,9 +34,9 @@ from ddm_numba import fit, get_system, sample_network, sample_target  # noqa: E4
 from ddm_numba.online import fit_online  # noqa: E402
 
 FULL = {"neurons": 256, "trials": 60, "time": 200.0, "burn_in": 10.0, "cue_schedules": 6,
-        "cue_trials": 20, "online_time": 300.0, "online_trials": 512}
+        "cue_trials": 20, "online_time": 300.0, "online_trials": 64, "delta_trials": 512}
 QUICK = {"neurons": 128, "trials": 20, "time": 80.0, "burn_in": 10.0, "cue_schedules": 2,
-         "cue_trials": 8, "online_time": 40.0, "online_trials": 256}
+         "cue_trials": 8, "online_time": 40.0, "online_trials": 64, "delta_trials": 256}
 
 
 def constraints(net):
@@ -101,6 +102,8 @@ def online(cfg):
     net = fit_online("double_well", 64, seed=0, time_total=cfg["online_time"],
                      trials=cfg["online_trials"], progress=None)
     seconds = time.perf_counter() - t0
+    delta = fit_online("double_well", 64, seed=0, time_total=cfg["online_time"],
+                       trials=cfg["delta_trials"], rule="delta", progress=None)
     batch = fit("double_well", 64, seed=0, progress=None, self_check_time=0)
     fixed = fit("double_well", 64, seed=0, fixed_embedding=True, progress=None,
                 self_check_time=0)
@@ -111,7 +114,11 @@ def online(cfg):
                  "batch_fixed_embedding_e_f": fixed.meta["fit"]["e_f"],
                  "within_2x_of_fixed_embedding_batch": bool(
                      e_online <= 2 * fixed.meta["fit"]["e_f"]),
-                 "curve": net.meta["online"]["curve"]}
+                 "within_2x_of_batch": bool(e_online <= 2 * batch.meta["fit"]["e_f"]),
+                 "curve": net.meta["online"]["curve"],
+                 "delta": {"e_f": delta.meta["fit"]["e_f"], "teacher_paths": cfg["delta_trials"],
+                           "seconds": delta.meta["training"]["seconds"],
+                           "curve": delta.meta["online"]["curve"]}}
 
 
 def _figure(path, seq_paths, res):
@@ -134,7 +141,10 @@ def _figure(path, seq_paths, res):
     axs[1].set_ylim(0, 1.05)
     axs[1].set_title(f"multiwell, sparse E/I: cue success ({a['cues']} cues)", fontsize=9)
     o = res["online"]
-    axs[2].loglog(o["curve"]["time"], o["curve"]["e_f"], "o-", label="online delta rule")
+    axs[2].loglog(o["curve"]["time"], o["curve"]["e_f"], "o-",
+                  label=f"online RLS, {o['teacher_paths']} paths")
+    axs[2].loglog(o["delta"]["curve"]["time"], o["delta"]["curve"]["e_f"], "s-", ms=3,
+                  label=f"online delta rule, {o['delta']['teacher_paths']} paths")
     axs[2].axhline(o["batch_fixed_embedding_e_f"], color="C1", ls="--",
                    label="batch, same kind of fixed embedding")
     axs[2].axhline(o["batch_e_f"], color="C2", ls=":", label="batch (embedding trained)")
@@ -180,9 +190,9 @@ def main(argv=None):
     s, a, o = res["sequential"], res["associative"], res["online"]
     print(f"  forward fraction {s['forward_fraction']}; mean dwell {s['mean_dwell']}")
     print(f"  cue success {a['success']}")
-    print(f"online: e_f {o['e_f']:.3g} after {o['simulated_time']:g} time units "
+    print(f"online RLS: e_f {o['e_f']:.3g} after {o['simulated_time']:g} time units "
           f"({o['seconds']:.0f}s); batch {o['batch_e_f']:.3g}, fixed-embedding batch "
-          f"{o['batch_fixed_embedding_e_f']:.3g}")
+          f"{o['batch_fixed_embedding_e_f']:.3g}; delta rule {o['delta']['e_f']:.3g}")
     print(f"wrote {args.out_dir}/constrained_circuits.json and .png ({res['seconds']:.0f}s)")
 
 
