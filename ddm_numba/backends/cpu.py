@@ -96,6 +96,59 @@ def lowrank_drift_loss_grad(samples, A, b_z, B_z, MT, c, tau):
     return _lowrank_drift_loss_grad(z, u, f, lam, rows(A), b_z, B_z, rows(MT), c, tau)
 
 
+@kernel(fastmath=_FAST)
+def _loss_block(data, params, ib, out):
+    """Block ib (samples ib·BLOCK … ) of ``_lowrank_drift_loss_grad``: its loss and gradient
+    sums, into row ib of each of out = (loss_b, gA_b, gMT_b, gc_b, gbz_b, gBz_b)."""
+    z, u, f, lam = data
+    A, b_z, B_z, MT, c, tau = params
+    loss_b, gA, gMT, gc, gbz, gBz = out
+    K = z.shape[0]
+    N = c.shape[0]
+    d = len(A)
+    p = u.shape[1]
+    ph = np.empty(N)
+    e = np.empty(d)
+    loss = 0.0
+    for k in range(ib * BLOCK, min(K, (ib + 1) * BLOCK)):
+        zk = z[k]
+        # forward: φ(h_k), one sweep (the loop over the d rows of Mᵀ is unrolled)
+        for i in range(N):
+            h = c[i]
+            for j in range(len(MT)):
+                h += MT[j][i] * zk[j]
+            ph[i] = h
+        phi_sweep(ph, ph)
+        # residual: d dot products A_a · φ
+        for a in range(len(A)):
+            row = A[a]
+            s = 0.0
+            for i in range(N):
+                s += row[i] * ph[i]
+            s += b_z[a] - zk[a]
+            for q in range(p):
+                s += B_z[a, q] * u[k, q]
+            r = s / tau - f[k, a]
+            loss += lam[a] * r * r
+            ea = 2.0 * lam[a] * r / (K * tau)
+            e[a] = ea
+            gbz[ib, a] += ea
+            for q in range(p):
+                gBz[ib, a, q] += ea * u[k, q]
+        # backward: δ_i = (Σ_a A_ai e_a)(1 − φ_i²) and all gradient rows, one sweep
+        for i in range(N):
+            pi = ph[i]
+            s = 0.0
+            for a in range(len(A)):
+                s += A[a][i] * e[a]
+                gA[ib, a, i] += e[a] * pi
+            s *= 1.0 - pi * pi
+            gc[ib, i] += s
+            for j in range(len(MT)):
+                gMT[ib, j, i] += s * zk[j]
+    loss_b[ib] = loss
+
+
 @kernel(parallel=True, fastmath=_FAST)
 def _lowrank_drift_loss_grad(z, u, f, lam, A, b_z, B_z, MT, c, tau):
     """Low-rank drift loss (docs/model.md §3a, §4c) and its gradient, fused over samples.
@@ -123,52 +176,10 @@ def _lowrank_drift_loss_grad(z, u, f, lam, A, b_z, B_z, MT, c, tau):
     gbz_b = np.zeros((nb, d))
     gBz_b = np.zeros((nb, d, p))
     for ib in prange(nb):
-        gA = np.zeros((d, N))
-        gMT = np.zeros((d, N))
-        gc = np.zeros(N)
-        ph = np.empty(N)
-        e = np.empty(d)
-        loss = 0.0
-        for k in range(ib * BLOCK, min(K, (ib + 1) * BLOCK)):
-            zk = z[k]
-            # forward: φ(h_k), one sweep (the loop over the d rows of Mᵀ is unrolled)
-            for i in range(N):
-                h = c[i]
-                for j in range(len(MT)):
-                    h += MT[j][i] * zk[j]
-                ph[i] = h
-            phi_sweep(ph, ph)
-            # residual: d dot products A_a · φ
-            for a in range(len(A)):
-                row = A[a]
-                s = 0.0
-                for i in range(N):
-                    s += row[i] * ph[i]
-                s += b_z[a] - zk[a]
-                for q in range(p):
-                    s += B_z[a, q] * u[k, q]
-                r = s / tau - f[k, a]
-                loss += lam[a] * r * r
-                ea = 2.0 * lam[a] * r / (K * tau)
-                e[a] = ea
-                gbz_b[ib, a] += ea
-                for q in range(p):
-                    gBz_b[ib, a, q] += ea * u[k, q]
-            # backward: δ_i = (Σ_a A_ai e_a)(1 − φ_i²) and all gradient rows, one sweep
-            for i in range(N):
-                pi = ph[i]
-                s = 0.0
-                for a in range(len(A)):
-                    s += A[a][i] * e[a]
-                    gA[a, i] += e[a] * pi
-                s *= 1.0 - pi * pi
-                gc[i] += s
-                for j in range(len(MT)):
-                    gMT[j, i] += s * zk[j]
-        loss_b[ib] = loss
-        gA_b[ib] = gA
-        gMT_b[ib] = gMT
-        gc_b[ib] = gc
+        # the block's work is a function of its own, not the prange body (see _simulate_network:
+        # a body compiled into a gufunc vectorizes worse, and compiles slower)
+        _loss_block((z, u, f, lam), (A, b_z, B_z, MT, c, tau), ib,
+                    (loss_b, gA_b, gMT_b, gc_b, gbz_b, gBz_b))
     loss = 0.0
     gA = np.zeros((d, N))
     gMT = np.zeros((d, N))
@@ -255,6 +266,44 @@ def weighted_gram_statistics(z, Y, W, MT, c):
     return G / K, C / K
 
 
+@kernel(fastmath=_FAST)
+def _diffusion_block(z, Dt, params, ib, out):
+    """Block ib of ``diffusion_loss_grad``: its sums into row ib of out = (loss_b, gS0_b, gR_b)."""
+    S0, R, MT, c, D_private = params
+    loss_b, gS0_b, gR_b = out
+    K, d = z.shape
+    m = S0.shape[1]
+    N = c.shape[0]
+    ph = np.empty(N)
+    S = np.empty((d, m))
+    E = np.empty((d, d))
+    GS = np.empty((d, m))
+    for k in range(ib * BLOCK, min(K, (ib + 1) * BLOCK)):
+        hidden_activity(z, k, MT, c, ph)
+        for a in range(d):
+            for q in range(m):
+                s = S0[a, q]
+                for i in range(N):
+                    s += R[a, q, i] * ph[i]
+                S[a, q] = s
+        for a in range(d):
+            for a2 in range(d):
+                s = D_private[a, a2] - Dt[k, a, a2]
+                for q in range(m):
+                    s += S[a, q] * S[a2, q]
+                loss_b[ib] += s * s
+                E[a, a2] = 2.0 * s / K
+        for a in range(d):
+            for q in range(m):
+                s = 0.0
+                for a2 in range(d):
+                    s += E[a, a2] * S[a2, q]
+                GS[a, q] = 2.0 * s
+                gS0_b[ib, a, q] += GS[a, q]
+                for i in range(N):
+                    gR_b[ib, a, q, i] += GS[a, q] * ph[i]
+
+
 @kernel(parallel=True, fastmath=_FAST)
 def diffusion_loss_grad(z, Dt, S0, R, MT, c, D_private):
     """Diffusion loss (docs/model.md §3c, §4e) and its gradient in S0 and R.
@@ -272,35 +321,8 @@ def diffusion_loss_grad(z, Dt, S0, R, MT, c, D_private):
     loss_b = np.zeros(nb)
     gS0_b = np.zeros((nb, d, m))
     gR_b = np.zeros((nb, d, m, N))
-    for ib in prange(nb):
-        ph = np.empty(N)
-        S = np.empty((d, m))
-        E = np.empty((d, d))
-        GS = np.empty((d, m))
-        for k in range(ib * BLOCK, min(K, (ib + 1) * BLOCK)):
-            hidden_activity(z, k, MT, c, ph)
-            for a in range(d):
-                for q in range(m):
-                    s = S0[a, q]
-                    for i in range(N):
-                        s += R[a, q, i] * ph[i]
-                    S[a, q] = s
-            for a in range(d):
-                for a2 in range(d):
-                    s = D_private[a, a2] - Dt[k, a, a2]
-                    for q in range(m):
-                        s += S[a, q] * S[a2, q]
-                    loss_b[ib] += s * s
-                    E[a, a2] = 2.0 * s / K
-            for a in range(d):
-                for q in range(m):
-                    s = 0.0
-                    for a2 in range(d):
-                        s += E[a, a2] * S[a2, q]
-                    GS[a, q] = 2.0 * s
-                    gS0_b[ib, a, q] += GS[a, q]
-                    for i in range(N):
-                        gR_b[ib, a, q, i] += GS[a, q] * ph[i]
+    for ib in prange(nb):       # a block's work in a function of its own (_loss_block)
+        _diffusion_block(z, Dt, (S0, R, MT, c, D_private), ib, (loss_b, gS0_b, gR_b))
     loss = 0.0
     gS0 = np.zeros((d, m))
     gR = np.zeros((d, m, N))
@@ -311,7 +333,7 @@ def diffusion_loss_grad(z, Dt, S0, R, MT, c, D_private):
     return loss / K, gS0, gR
 
 
-@kernel(inline="always", fastmath=_FAST)
+@kernel(fastmath=_FAST)
 def _record(x, c, P, out):
     """out[a] = (P (x − c))_a for the d rows of P (a tuple); False if one is not finite."""
     finite = True
@@ -328,7 +350,7 @@ def _record(x, c, P, out):
     return finite
 
 
-@kernel(inline="always", fastmath=_FAST)
+@kernel(fastmath=_FAST)
 def _draw_normals(states, tr, xi):
     """xi ← standard normals from trial tr's stream, drawn in pairs (an odd tail drops the
     second of its pair): the order every sampler keeps (docs/model.md §6)."""
@@ -342,7 +364,7 @@ def _draw_normals(states, tr, xi):
         j += 2
 
 
-@kernel(inline="always", fastmath=_FAST)
+@kernel(fastmath=_FAST)
 def _latent_noise(states, tr, S0, R, has_R, ph, xi, out):
     """out = S(x) ξ, S(x) = S0 + Σ_j R[:, :, j] φ_j(x), with the m normals ξ drawn in pairs from
     trial tr's stream (into xi)."""
@@ -359,7 +381,7 @@ def _latent_noise(states, tr, S0, R, has_R, ph, xi, out):
         out[a] = s
 
 
-@kernel(inline="always", fastmath=_FAST)
+@kernel(fastmath=_FAST)
 def _private_noise(states, tr, x, scale):
     """x += scale · η, with the N normals η drawn in pairs from trial tr's stream."""
     N = x.shape[0]
@@ -432,7 +454,7 @@ def _as_tuple(values, zero):
     return out
 
 
-@kernel(inline="always", fastmath=_FAST)
+@kernel(fastmath=_FAST)
 def _tile_sums(x, i0, i1, weights, want_rec, ph, sums, zero):
     """Add neurons i0:i1's share of the sums a step needs from x to sums = (A φ̃(x), R φ̃(x),
     P (x − c)): the last only when ``want_rec``, the second only when has_R; weights =
@@ -521,7 +543,7 @@ def _simulate_network(net, run, paths, zero):
     return blowup
 
 
-@kernel(parallel=True, fastmath=_FAST)
+@kernel(fastmath=_FAST)
 def _run_trial(net, run, paths, tr, zero):
     """Trial tr of ``_simulate_network``: its whole run, in place in ``paths``."""
     MT, c, A, _WT, _full, b, BinT, S0, R, has_R, sigma_p, P, tau = net
