@@ -130,6 +130,7 @@ def test_sample_first_trial_gives_the_rows_of_one_run(run, tmp_path, dw_model):
         assert json.loads(str(p["meta"]))["first_trial"] == 3
 
 
+@pytest.mark.slow      # worker processes (tests/test_cluster.py)
 def test_sweep_command_on_local_workers(run, tmp_path):
     """`ddm sweep` with its own LocalCluster (one worker): the table and the cell's model."""
     pytest.importorskip("distributed")

@@ -34,6 +34,7 @@ def _same(a, b):
     return sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow     # worker processes: about 40 s of the default tier, so in the long one
 def test_sweep_models_equal_serial_fits_and_a_rerun_resumes(scheduler, tmp_path):
     out = tmp_path / "sweep"
     rows = sweep("limit_cycle", [24], [0, 1], out, scheduler=scheduler, progress=None, **FIT)
@@ -100,6 +101,7 @@ class Fragile(System):
 '''
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_survived_and_a_failing_cell_is_a_row(scheduler, tmp_path):
     mark = tmp_path / "killed-once"
     spec = tmp_path / "fragile.py"
@@ -114,6 +116,7 @@ def test_a_killed_worker_is_survived_and_a_failing_cell_is_a_row(scheduler, tmp_
     assert read_table(out / "results.csv")[1]["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_a_two_worker_sample_equals_the_local_one(scheduler, dw_model):
     kw = dict(time=2.0, seed=4, save_neurons=True)
     local = sample_network(dw_model, trials=7, progress=None, **kw)
@@ -133,6 +136,7 @@ def test_sweep_arguments():
         parse_sweep_params(["sigma"])
 
 
+@pytest.mark.slow
 def test_statistics_on_two_workers_equal_the_local_ones(scheduler, dw_model):
     """Shards reduced on the workers, merged in trial order: the same sums as a local run."""
     from ddm_numba.stats import EnsembleEprTerms, Stats, sample_stats
@@ -146,6 +150,7 @@ def test_statistics_on_two_workers_equal_the_local_ones(scheduler, dw_model):
     assert remote == local
 
 
+@pytest.mark.slow
 def test_ddm_sample_on_workers_writes_the_local_paths(tmp_path, dw_model):
     """`ddm sample --workers 2 --shard 2` (its own LocalCluster) writes the file of a local run."""
     from click.testing import CliRunner
