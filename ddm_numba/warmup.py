@@ -7,7 +7,7 @@ middle of a user's job or of every fresh Dask worker. ``warmup`` runs each kind 
 tiny size — the real code paths, so the argument types are exactly the ones real runs use —
 for every latent dimension asked for: fits (low-rank by VarPro and jointly, full), sampling of
 networks (with and without recorded neurons), learning from data with the refinement and the
-state-dependent noise. Afterwards a first real job of those kinds loads the cache instead of
+state-dependent noise, and (once) a fit of a state-dependent diffusion. Afterwards a first real job of those kinds loads the cache instead of
 compiling.
 """
 import time
@@ -48,6 +48,8 @@ def warmup(dims=(1, 2, 3), progress=None):
         fit_data(data, 4 * d + 4, seed=0, substeps=2, refine_iter=1, state_noise=True,
                  progress=None, device="cpu")
         del data
+        if d == 1:      # the diffusion stage with a state-dependent S(x) (one compilation)
+            fit("multiplicative", 8, **tiny)
     seconds = time.perf_counter() - t0
     say(f"warmup done in {seconds:.1f}s")
     return {"dims": dims, "seconds": seconds}

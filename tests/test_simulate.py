@@ -183,10 +183,10 @@ def test_ou2d_stationary_covariance():
     assert np.all(np.abs(mean - S) < 5 * se + 2e-3)
 
 
-def _lowrank_case(N, seed=3, R_scale=0.02, sigma_p=0.05, p=2):
+def _lowrank_case(N, seed=3, R_scale=0.02, sigma_p=0.05, p=2, d=2):
     from ddm_numba.backends.arrays import NetworkArrays
     rng = np.random.default_rng(seed)
-    d, m = 3, 3
+    m = d
     MT = rng.standard_normal((d, N)) / np.sqrt(N)
     A = rng.standard_normal((d, N)) * 2 / np.sqrt(N)
     c = 0.3 * rng.standard_normal(N)
@@ -198,7 +198,10 @@ def _lowrank_case(N, seed=3, R_scale=0.02, sigma_p=0.05, p=2):
     return net, rng
 
 
-def test_low_rank_sampler_equals_plain_euler_maruyama():
+# d is in the sampler's types (its loops over d unroll), so each d is a compilation of ~20 s:
+# d = 2 (which the fits of the default tier compile anyway) here, d = 3 in the slow tier
+@pytest.mark.parametrize("d", [2, pytest.param(3, marks=pytest.mark.slow)])
+def test_low_rank_sampler_equals_plain_euler_maruyama(d):
     """The tiled low-rank sampler (one sweep a step in tiles of cpu.TILE neurons, sums for the
     next step taken tile by tile, φ̃) against tests/naive.py's numpy Euler–Maruyama with
     W = M A: N = 2·TILE + 89, so a full tile, a second one and an odd tail (the private normals'
@@ -210,16 +213,16 @@ def test_low_rank_sampler_equals_plain_euler_maruyama():
     from ddm_numba.rng import make_states
 
     N, trials, steps, every = 2 * cpu.TILE + 89, 5, 40, 3
-    net, rng = _lowrank_case(N)
+    net, rng = _lowrank_case(N, d=d)
     U = np.zeros((steps + 1, 2))
     U[5:20, 0], U[12:30, 1] = 0.7, -0.4
     # dt = 3τ: Euler's factor |1 − dt/τ| = 2 a step (as in the full test), so trial 2, started
     # 1e300 times further out, overflows after about 25 steps while the others stay finite
     run = RunSettings(U, 3 * net.tau, steps, every, True)
-    x0 = (net.MT.T @ rng.standard_normal((3, trials))).T + net.c
+    x0 = (net.MT.T @ rng.standard_normal((d, trials))).T + net.c
     x0[2] *= 1e300
     T = steps // every + 1
-    paths = PathArrays(x0.copy(), make_states(trials, 9), np.zeros((trials, T, 3)),
+    paths = PathArrays(x0.copy(), make_states(trials, 9), np.zeros((trials, T, d)),
                        np.zeros((trials, T, N)), np.zeros(trials, dtype=np.int64))
     cpu.simulate_network(net, run, paths)
     z_ref, x_ref, bl_ref = euler_maruyama(net.MT.T @ net.A, net, run, x0.copy(),
@@ -247,8 +250,8 @@ def test_sampler_phi_changes_paths_by_less_than_its_error_bound():
     N, trials, steps = 300, 3, 2000
     net, rng = _lowrank_case(N, seed=5, R_scale=0.0, sigma_p=0.0, p=0)
     run = RunSettings(np.zeros((steps + 1, 0)), 0.01, steps, 50, False)
-    x0 = (net.MT.T @ rng.standard_normal((3, trials))).T + net.c
-    paths = PathArrays(x0.copy(), make_states(trials, 1), np.zeros((trials, steps // 50 + 1, 3)),
+    x0 = (net.MT.T @ rng.standard_normal((2, trials))).T + net.c
+    paths = PathArrays(x0.copy(), make_states(trials, 1), np.zeros((trials, steps // 50 + 1, 2)),
                        np.zeros((1, 1, 1)), np.zeros(trials, dtype=np.int64))
     cpu.simulate_network(net, run, paths)
     original = naive.phi_em
