@@ -454,7 +454,7 @@ def _as_tuple(values, zero):
     return out
 
 
-@kernel(fastmath=_FAST)
+@kernel(inline="always", fastmath=_FAST)
 def _tile_sums(x, i0, i1, weights, want_rec, ph, sums, zero):
     """Add neurons i0:i1's share of the sums a step needs from x to sums = (A φ̃(x), R φ̃(x),
     P (x − c)): the last only when ``want_rec``, the second only when has_R; weights =
