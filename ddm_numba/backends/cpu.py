@@ -150,6 +150,26 @@ def _loss_block(data, params, ib, out):
 
 
 @kernel(parallel=True, fastmath=_FAST)
+def _loss_blocks(data, params, out):
+    """The blocks of ``_lowrank_drift_loss_grad`` in parallel, each into its own rows of out.
+
+    The parallel kernel holds the prange loop and nothing else. The allocations and the block
+    sums around it live in the serial kernel that calls it: with parallel=True numba turns every
+    np.zeros and every array expression (gA += gA_b[ib]) into a parallel loop of its own, each
+    compiled as a gufunc (measured: a third of this kernel's compile time). The block's work is a
+    function of its own, not the prange body (see _simulate_network: a body compiled into a
+    gufunc vectorizes worse, and compiles slower)."""
+    # unpacked and packed again inside the loop: a prange body cannot capture a tuple that
+    # holds tuples of arrays (numba's gufunc wrapper refuses it), their parts it can
+    z, u, f, lam = data
+    A, b_z, B_z, MT, c, tau = params
+    loss_b, gA_b, gMT_b, gc_b, gbz_b, gBz_b = out
+    for ib in prange(loss_b.shape[0]):
+        _loss_block((z, u, f, lam), (A, b_z, B_z, MT, c, tau), ib,
+                    (loss_b, gA_b, gMT_b, gc_b, gbz_b, gBz_b))
+
+
+@kernel(fastmath=_FAST)
 def _lowrank_drift_loss_grad(z, u, f, lam, A, b_z, B_z, MT, c, tau):
     """Low-rank drift loss (docs/model.md §3a, §4c) and its gradient, fused over samples.
 
@@ -175,11 +195,8 @@ def _lowrank_drift_loss_grad(z, u, f, lam, A, b_z, B_z, MT, c, tau):
     gc_b = np.zeros((nb, N))
     gbz_b = np.zeros((nb, d))
     gBz_b = np.zeros((nb, d, p))
-    for ib in prange(nb):
-        # the block's work is a function of its own, not the prange body (see _simulate_network:
-        # a body compiled into a gufunc vectorizes worse, and compiles slower)
-        _loss_block((z, u, f, lam), (A, b_z, B_z, MT, c, tau), ib,
-                    (loss_b, gA_b, gMT_b, gc_b, gbz_b, gBz_b))
+    _loss_blocks((z, u, f, lam), (A, b_z, B_z, MT, c, tau),
+                 (loss_b, gA_b, gMT_b, gc_b, gbz_b, gBz_b))
     loss = 0.0
     gA = np.zeros((d, N))
     gMT = np.zeros((d, N))
@@ -305,6 +322,15 @@ def _diffusion_block(z, Dt, params, ib, out):
 
 
 @kernel(parallel=True, fastmath=_FAST)
+def _diffusion_blocks(z, Dt, params, out):
+    """The blocks of ``diffusion_loss_grad`` in parallel (the prange loop alone: _loss_blocks)."""
+    S0, R, MT, c, D_private = params
+    loss_b, gS0_b, gR_b = out
+    for ib in prange(loss_b.shape[0]):
+        _diffusion_block(z, Dt, (S0, R, MT, c, D_private), ib, (loss_b, gS0_b, gR_b))
+
+
+@kernel(fastmath=_FAST)
 def diffusion_loss_grad(z, Dt, S0, R, MT, c, D_private):
     """Diffusion loss (docs/model.md §3c, §4e) and its gradient in S0 and R.
 
@@ -321,8 +347,7 @@ def diffusion_loss_grad(z, Dt, S0, R, MT, c, D_private):
     loss_b = np.zeros(nb)
     gS0_b = np.zeros((nb, d, m))
     gR_b = np.zeros((nb, d, m, N))
-    for ib in prange(nb):       # a block's work in a function of its own (_loss_block)
-        _diffusion_block(z, Dt, (S0, R, MT, c, D_private), ib, (loss_b, gS0_b, gR_b))
+    _diffusion_blocks(z, Dt, (S0, R, MT, c, D_private), (loss_b, gS0_b, gR_b))
     loss = 0.0
     gS0 = np.zeros((d, m))
     gR = np.zeros((d, m, N))
