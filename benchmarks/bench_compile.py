@@ -30,8 +30,8 @@ from ddm_numba.backends import cpu
 from ddm_numba.network import Network
 from ddm_numba import sample_network
 M = rng.standard_normal((N, d)); c = rng.standard_normal(N); A = 0.1 * rng.standard_normal((d, N))
-net = Network(1.0, M, c, c.copy(), 0.3 * np.eye(d), np.zeros((d, d, N)), 0.0, A=A)
-sample_network(net, trials=2, time=0.02, seed=0, dt=0.01)      # the start kernels (rng, ...)
+from ddm_numba.rng import make_states
+make_states(2, 0)                        # the random streams' kernels, shared by every d
 net = Network(1.0, M, c, c.copy(), 0.3 * np.eye(d), np.zeros((d, d, N)), 0.0, A=A)
 t = time.perf_counter()
 sample_network(net, trials=2, time=0.02, seed=0, dt=0.01)
