@@ -182,8 +182,10 @@ def fit_online(system, neurons=128, *, seed=0, tau=1.0, time_total=300.0, dt=Non
     z_test, f_test = measure["z_test"], evaluate(system, measure["z_test"])[0]
     g_test = evaluate(system, z_test)[1]
     A, b = np.zeros((d, N)), np.zeros(d)
-    ph = np.empty(N)
-    W, P, pu = np.zeros((d, N + 1)), np.eye(N + 1) / ridge, np.empty(2 * (N + 1))
+    if rule == "rls":       # W = [A | b] and the (N+1)² matrix P; the delta rule needs neither
+        W, P, pu = np.zeros((d, N + 1)), np.eye(N + 1) / ridge, np.empty(2 * (N + 1))
+    else:
+        ph = np.empty(N)
     lo, hi = system.domain[:, 0], system.domain[:, 1]
     z = lo + (hi - lo) * rng.random((trials, d))
     n_steps = int(math.ceil(time_total / dt))
