@@ -202,17 +202,16 @@ def _lowrank_case(N, seed=3, R_scale=0.02, sigma_p=0.05, p=2, d=2):
 # d = 2 (which the fits of the default tier compile anyway) here, d = 3 in the slow tier
 @pytest.mark.parametrize("d", [2, pytest.param(3, marks=pytest.mark.slow)])
 def test_low_rank_sampler_equals_plain_euler_maruyama(d):
-    """The tiled low-rank sampler (one sweep a step in tiles of cpu.TILE neurons, sums for the
-    next step taken tile by tile, φ̃) against tests/naive.py's numpy Euler–Maruyama with
-    W = M A: N = 2·TILE + 89, so a full tile, a second one and an odd tail (the private normals'
-    pairs must not straddle tiles); inputs switching on and off, state-dependent noise, private
+    """The low-rank sampler (two passes a step: the update, then φ̃ with the next step's sums)
+    against tests/naive.py's numpy Euler–Maruyama with W = M A: N = 601, odd, so the private
+    normals end on half a pair; inputs switching on and off, state-dependent noise, private
     noise, a record every 3 steps, and one trial that overflows."""
     from naive import euler_maruyama
     from ddm_numba.backends import cpu
     from ddm_numba.backends.arrays import PathArrays, RunSettings
     from ddm_numba.rng import make_states
 
-    N, trials, steps, every = 2 * cpu.TILE + 89, 5, 40, 3
+    N, trials, steps, every = 601, 5, 40, 3
     net, rng = _lowrank_case(N, d=d)
     U = np.zeros((steps + 1, 2))
     U[5:20, 0], U[12:30, 1] = 0.7, -0.4

@@ -23,7 +23,6 @@ NAME = "cpu"
 
 BLOCK = 256
 WEIGHTED_BLOCK = 4096
-TILE = 256      # neurons per tile of the low-rank sampler's sweep (even: see _simulate_network)
 FULL_SLAB = 32  # fewest trials per BLAS product in full-connectivity sampling (_simulate_full)
 # Reassociation lets LLVM vectorize dot products; no nnan/ninf, so non-finite values still show.
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -456,23 +455,9 @@ def phi_em_sweep(src, dst):
 
 
 @kernel(inline="always", fastmath=_FAST)
-def _tile_rows(rows, i0, i1):
-    """(rows[0][i0:i1], …, rows[d−1][i0:i1]): a tuple of the rows' slices over one tile.
-
-    A loop over k then indexes ``tile[a][k]`` from 0 (see ``_tile_sums`` on why that matters),
-    and, since the tuple's length d is part of its type, LLVM unrolls the loops over a inside the
-    loop over k, so one pass over the tile does the work of d (a slice has its row's type, so
-    tuple_setitem keeps the tuple's type)."""
-    out = rows
-    for a in range(len(rows)):
-        out = tuple_setitem(out, a, rows[a][i0:i1])
-    return out
-
-
-@kernel(inline="always", fastmath=_FAST)
 def _as_tuple(values, zero):
     """The d values of an array as a tuple (zero: d zeros, the tuple's type), so that they live
-    in registers through a loop over a tile."""
+    in registers through a loop over the neurons."""
     out = zero
     for a in range(len(zero)):
         out = tuple_setitem(out, a, values[a])
@@ -480,52 +465,49 @@ def _as_tuple(values, zero):
 
 
 @kernel(inline="always", fastmath=_FAST)
-def _tile_sums(x, i0, i1, weights, want_rec, ph, sums, zero):
-    """Add neurons i0:i1's share of the sums a step needs from x to sums = (A φ̃(x), R φ̃(x),
-    P (x − c)): the last only when ``want_rec``, the second only when has_R; weights =
-    (c, A, R, has_R, P). ph: a scratch tile for φ̃; zero: d zeros (``_as_tuple``).
+def _step_sums(x, weights, want_rec, ph, sums, zero):
+    """The sums the next step needs from x, into sums = (A φ̃(x), R φ̃(x), P (x − c)): the last
+    only when ``want_rec``, the second only when has_R; weights = (c, A, R, has_R, P).
+    ph: N scratch values for φ̃ (used with R only); zero: d zeros (``_as_tuple``).
 
     Without R (the common case) φ̃ and its d dot products are one pass: each φ̃ goes from a
     register into d accumulators (a tuple, so registers too) and never to memory. With R, φ̃ is
     stored once in ph and reused by the d + d·m dot products.
 
-    Every loop runs over slices from index 0: an index such as i0 + k, whose sign numba cannot
-    know, gets a negative-index check on every access, and the loop stops vectorizing (measured:
-    the sampler 4× slower)."""
+    Every loop indexes whole rows by the loop counter from 0, which numba knows is not negative,
+    so no wraparound checks and the loops vectorize (an index i0 + k of unknown sign costs a
+    check per access and stopped vectorization: the sampler 4× slower). No array slices in the
+    loop either: each slice is an atomic reference-count increment and decrement."""
     c, A, R, has_R, P = weights
     Aphi, Rphi, rec = sums
-    n = i1 - i0
-    xs = x[i0:i1]
-    a_rows = _tile_rows(A, i0, i1)
+    N = x.shape[0]
     acc = zero
     if has_R:
-        t = ph[:n]
-        phi_em_sweep(xs, t)
-        for k in range(n):
-            for a in range(len(a_rows)):
-                acc = tuple_setitem(acc, a, acc[a] + a_rows[a][k] * t[k])
+        phi_em_sweep(x, ph)
+        for i in range(N):
+            for a in range(len(A)):
+                acc = tuple_setitem(acc, a, acc[a] + A[a][i] * ph[i])
         for a in range(R.shape[0]):
             for q in range(R.shape[1]):
-                row = R[a, q, i0:i1]
+                row = R[a, q]
                 s = 0.0
-                for k in range(n):
-                    s += row[k] * t[k]
-                Rphi[a, q] += s
+                for i in range(N):
+                    s += row[i] * ph[i]
+                Rphi[a, q] = s
     else:
-        for k in range(n):
-            f = phi_em(xs[k])
-            for a in range(len(a_rows)):
-                acc = tuple_setitem(acc, a, acc[a] + a_rows[a][k] * f)
-    for a in range(len(a_rows)):
-        Aphi[a] += acc[a]
+        for i in range(N):
+            f = phi_em(x[i])
+            for a in range(len(A)):
+                acc = tuple_setitem(acc, a, acc[a] + A[a][i] * f)
+    for a in range(len(A)):
+        Aphi[a] = acc[a]
     if want_rec:
-        cs = c[i0:i1]
         for a in range(len(P)):
-            row = P[a][i0:i1]
+            row = P[a]
             s = 0.0
-            for k in range(n):
-                s += row[k] * (xs[k] - cs[k])
-            rec[a] += s
+            for i in range(N):
+                s += row[i] * (x[i] - c[i])
+            rec[a] = s
 
 
 @kernel(parallel=True, fastmath=_FAST)
@@ -536,17 +518,19 @@ def _simulate_network(net, run, paths, zero):
         x ← x + (dt/τ) [ −x + b + B_in u(t) ] + M ℓ + √dt σ_p η,
         ℓ = (dt/τ) A φ̃(x) + √dt S(x) ξ,   S(x) = S0 + Σ_j R[:, :, j] φ̃_j(x),
     ξ ~ N(0, I_m), η ~ N(0, I_N): W φ = M (A φ), O(N d) a step, with φ̃ = ``_jit.phi_em``.
-    One sweep over the neurons a step, in tiles of TILE neurons: each tile is updated, then its
-    φ̃ and its shares of the sums the next step needs (A φ̃, R φ̃, and P (x − c) before a record)
-    are taken while the tile is in L1. So x is read and written once a step, φ̃ never goes
-    through memory, and the weights are read once (benchmarks/README.md §2).
+    Two passes over the neurons a step, both over whole rows: the update of x (all d rows of M in
+    one pass), then φ̃(x) with the sums the next step needs (A φ̃, R φ̃, and P (x − c) before a
+    record; ``_step_sums``), without R φ̃ going from a register straight into the d sums. At
+    N = 1024 the trial's state and the weights stay in L1/L2 between the passes. (A sweep in
+    tiles of 256 neurons, each tile updated and summed while in L1, was 1.3× slower at N = 1024
+    and 1.15× at 8192: every tile took a dozen array slices, each an atomic reference-count
+    increment and decrement; benchmarks/README.md §2.)
     Mᵀ, A and P come as tuples of d rows (``rows``), so the loops over d unroll; zero is a tuple
     of d zeros, the type of the d sums held in registers (numba cannot make one of a length known
     only from a type).
     Random numbers come from trial i's own xoroshiro128+ stream (states[i]), drawn each step in this
     order: the m latent normals ξ (pairs), then, if σ_p > 0, the N private normals η (pairs, in
-    neuron order; TILE is even, so no pair straddles two tiles). So a trial's path does not depend
-    on the thread that runs it.
+    neuron order). So a trial's path does not depend on the thread that runs it.
     Records z = P (x − c) at steps 0, every, 2·every, ... into z_out[i] (and x into x_out[i]).
     A trial whose state stops being finite is stopped; blowup[i] = the first bad step (else −1).
     x0 is overwritten with the final states and ``states`` advanced, so calling again with them
@@ -581,7 +565,7 @@ def _run_trial(net, run, paths, tr, zero):
     sqdt = np.sqrt(dt)
     rate = dt / tau
     x = x0[tr].copy()
-    ph = np.empty(TILE)
+    ph = np.empty(N if has_R else 0)
     drive = np.empty(N)
     Aphi = np.zeros(d)
     Rphi = np.zeros((d, m))
@@ -591,8 +575,7 @@ def _run_trial(net, run, paths, tr, zero):
     weights = (c, A, R, has_R, P)
     sums = (Aphi, Rphi, rec)
     blowup[tr] = -1
-    for i0 in range(0, N, TILE):          # the sums of the start state
-        _tile_sums(x, i0, min(N, i0 + TILE), weights, True, ph, sums, zero)
+    _step_sums(x, weights, True, ph, sums, zero)      # the sums of the start state
     for step in range(n_steps + 1):
         if step % every == 0:
             r = step // every
@@ -611,7 +594,7 @@ def _run_trial(net, run, paths, tr, zero):
                 break
         if step == n_steps:
             break
-        # the latent part ℓ = (dt/τ) A φ̃ + √dt S(x) ξ, from the sums of the last sweep
+        # the latent part ℓ = (dt/τ) A φ̃ + √dt S(x) ξ, from the sums of the last step
         _draw_normals(states, tr, xi)
         for a in range(d):
             s = 0.0
@@ -621,10 +604,6 @@ def _run_trial(net, run, paths, tr, zero):
                     sq += Rphi[a, q]
                 s += sq * xi[q]
             latent[a] = rate * Aphi[a] + sqdt * s
-            Aphi[a] = 0.0
-            rec[a] = 0.0
-            for q in range(m):
-                Rphi[a, q] = 0.0
         # the bias b + B_in u goes through an array only when some u ≠ 0
         use_drive = False
         for q in range(p):
@@ -637,22 +616,15 @@ def _run_trial(net, run, paths, tr, zero):
                 for i in range(N):
                     drive[i] += BinT[q, i] * uq
         bias = drive if use_drive else b
-        want_rec = (step + 1) % every == 0
-        for i0 in range(0, N, TILE):
-            i1 = min(N, i0 + TILE)
-            n = i1 - i0
-            xs = x[i0:i1]
-            bs = bias[i0:i1]
-            m_rows = _tile_rows(MT, i0, i1)
-            la = _as_tuple(latent, zero)
-            for k in range(n):                  # slices from 0: see _tile_sums
-                v = xs[k] + rate * (bs[k] - xs[k])
-                for a in range(len(m_rows)):    # unrolled: d is in the tuple's type
-                    v += m_rows[a][k] * la[a]
-                xs[k] = v
-            if sigma_p > 0.0:
-                _private_noise(states, tr, xs, sigma_p * sqdt)
-            _tile_sums(x, i0, i1, weights, want_rec, ph, sums, zero)
+        la = _as_tuple(latent, zero)
+        for i in range(N):
+            v = x[i] + rate * (bias[i] - x[i])
+            for a in range(len(MT)):        # unrolled: d is in the tuple's type
+                v += MT[a][i] * la[a]
+            x[i] = v
+        if sigma_p > 0.0:
+            _private_noise(states, tr, x, sigma_p * sqdt)
+        _step_sums(x, weights, (step + 1) % every == 0, ph, sums, zero)
     for i in range(N):        # the final state, so that a run can go on in chunks
         x0[tr, i] = x[i]
 
