@@ -5,8 +5,8 @@ The batch fits optimize over a whole sample of states at once (and the embedding
 back-propagating through φ). A circuit would have to learn as it goes, each synapse from what it
 can see. Here:
 
-1. **Teacher forcing.** The target SDE runs (``trials`` paths in parallel, Euler–Maruyama at dt)
-   and its latent state is fed back into the network: every neuron sits at h = M z + c, so its
+1. **Teacher forcing.** The target SDE runs (``trials`` paths in parallel, Euler–Maruyama at dt,
+   started from states the target visits) and its latent state is fed back into the network: every neuron sits at h = M z + c, so its
    rate φ(h) is the presynaptic signal. M and c are the fixed random embedding
    (matching.initial_embedding); only the decoders learn.
 2. **A rule on the drift error.** The network's latent drift is f̂ = (1/τ)(A φ + b_z − z)
@@ -38,7 +38,6 @@ sample, no gradient through φ.
 import math
 import sys
 import time
-import warnings
 
 import numpy as np
 
@@ -80,62 +79,73 @@ def _lms(z, y, M, c, A, b, eta, ph):
 
 
 @kernel(fastmath={"nsz", "arcp", "contract", "reassoc"})
-def _rls(z, y, M, c, W, P, pu):
+def _rls(z, y, M, c, W, S, buf):
     """Recursive least squares over the states z (n, d) in order, targets y: W = [A | b] (d, N+1)
-    and P (N+1, N+1) in place. Returns Σ |e|² before each update, and the number of states
-    skipped because P had lost its positive definiteness (0 unless α is too small).
+    and S (N+1, N+1) in place, P = S Sᵀ. Returns Σ |e|² before each update.
 
     With u = [φ(M z + c); 1] the presynaptic rates and a constant, P the inverse of the
     presynaptic correlation Σ u uᵀ + α I seen so far (P₀ = I/α), each state does
-        Pu = P u,   k = Pu / (1 + uᵀ Pu),   e = y − W u,   W += e kᵀ,   P −= k Puᵀ.
-    The last two lines are the Sherman–Morrison update of (Σ u uᵀ + α I)⁻¹ by one more u uᵀ, so
-    after n states W is exactly the ridge solution argmin Σ_k |y_k − W u_k|² + α ‖W‖²: the batch
+        k = P u,   β = 1 + uᵀ P u,   e = y − W u,   W += e kᵀ / β,   P −= k kᵀ / β.
+    The last line is the Sherman–Morrison update of (Σ u uᵀ + α I)⁻¹ by one more u uᵀ, so after
+    n states W is exactly the ridge solution argmin Σ_k |y_k − W u_k|² + α ‖W‖²: the batch
     least-squares decoder over the visited states, reached in one pass whatever the conditioning
     of the features (the delta rule's W moves along a weak direction λ at a rate ∝ λ; here every
-    direction is whitened by P). It is FORCE's rule (Sussillo & Abbott 2009). P is symmetric:
-    only Pu is computed from it, and the rank-one update keeps the symmetry to rounding (the
-    caller re-symmetrizes between chunks)."""
+    direction is whitened by P). It is FORCE's rule (Sussillo & Abbott 2009).
+
+    P is carried as its square root S (Potter's form): with f = Sᵀ u, k = S f, β = 1 + |f|²,
+        S ← S − γ k fᵀ,   γ = 1 / (β + √β),
+    since (I − γ f fᵀ)² = I − f fᵀ / β for that γ, so S Sᵀ takes exactly the update above. P = S Sᵀ
+    cannot lose its positive definiteness to rounding, as P itself did: its rank-one downdates
+    cancel entries of size 1/α, and with teachers started at visited states (few directions
+    excited at first) most states gave uᵀPu < 0 (measured: 3.8·10⁶ of 6.4·10⁶ states on
+    double_well at 64 neurons). Cost 3 (N+1)² multiply-adds a state against 2 for P."""
     n, d = z.shape
     N = M.shape[0]
     L = N + 1
     total = 0.0
-    skipped = 0
     e = np.empty(d)
-    for k in range(n):
+    u, f, k = buf[:L], buf[L:2 * L], buf[2 * L:3 * L]
+    for s_ in range(n):
         for i in range(N):
             h = c[i]
             for a in range(d):
-                h += M[i, a] * z[k, a]
-            pu[L + i] = phi(h)              # u lives in pu[L:2L], P u in pu[:L]
-        pu[L + N] = 1.0
-        quad = 1.0
-        for i in range(L):
-            s = 0.0
+                h += M[i, a] * z[s_, a]
+            u[i] = phi(h)
+        u[N] = 1.0
+        for j in range(L):
+            f[j] = 0.0
+        for i in range(L):          # f = Sᵀ u, row by row (unit stride)
+            ui = u[i]
+            row = S[i]
             for j in range(L):
-                s += P[i, j] * pu[L + j]
-            pu[i] = s
-            quad += s * pu[L + i]
+                f[j] += ui * row[j]
+        beta = 1.0
+        for j in range(L):
+            beta += f[j] * f[j]
+        for i in range(L):          # k = S f = P u
+            row = S[i]
+            t = 0.0
+            for j in range(L):
+                t += row[j] * f[j]
+            k[i] = t
         for a in range(d):
-            s = 0.0
+            t = 0.0
             for j in range(L):
-                s += W[a, j] * pu[L + j]
-            e[a] = y[k, a] - s
+                t += W[a, j] * u[j]
+            e[a] = y[s_, a] - t
             total += e[a] * e[a]
-        if quad < 1.0:
-            # uᵀPu < 0: rounding has cost P its positive definiteness in u's direction (its
-            # condition number grows like n·‖u‖²/α); an update now would amplify, not shrink
-            skipped += 1
-            continue
-        inv = 1.0 / quad
+        inv = 1.0 / beta
         for a in range(d):
             g = e[a] * inv
             for j in range(L):
-                W[a, j] += g * pu[j]
+                W[a, j] += g * k[j]
+        gamma = 1.0 / (beta + np.sqrt(beta))
         for i in range(L):
-            ki = pu[i] * inv
+            gk = gamma * k[i]
+            row = S[i]
             for j in range(L):
-                P[i, j] -= ki * pu[j]
-    return total, skipped
+                row[j] -= gk * f[j]
+    return total
 
 
 RECORDS = 20      # points of the learning curve (and chunks of the teacher's run)
@@ -154,7 +164,7 @@ def fit_online(system, neurons=128, *, seed=0, tau=1.0, time_total=300.0, dt=Non
     change is the postsynaptic error times a presynaptic trace P u) or "delta" (the normalized
     delta rule, strictly synapse-local); eta: η₀ of the delta rule; ridge: α, P₀ = I/α, of the
     RLS rule."""
-    from .matching import FitWarning, figures_of_fit, initial_embedding, training_measure
+    from .matching import figures_of_fit, initial_embedding, training_measure
     from .network import Network
     from .systems import evaluate, get_system
     system = get_system(system)
@@ -178,23 +188,37 @@ def fit_online(system, neurons=128, *, seed=0, tau=1.0, time_total=300.0, dt=Non
     say = (lambda msg: print(msg, file=progress, flush=True)) if progress else (lambda msg: None)
     t_start = time.perf_counter()
     M, c = initial_embedding(system.domain, N, rng)
-    measure = training_measure(system, 64, 2048, 0.7, 16, rng, lambda msg: None)
+    # K ≥ trials states, 70 % of them visited by target runs: the teachers' starts (below)
+    measure = training_measure(system, max(64, trials), 2048, 0.7, 16, rng, lambda msg: None)
     z_test, f_test = measure["z_test"], evaluate(system, measure["z_test"])[0]
     g_test = evaluate(system, z_test)[1]
     A, b = np.zeros((d, N)), np.zeros(d)
-    if rule == "rls":       # W = [A | b] and the (N+1)² matrix P; the delta rule needs neither
-        W, P, pu = np.zeros((d, N + 1)), np.eye(N + 1) / ridge, np.empty(2 * (N + 1))
+    if rule == "rls":   # W = [A | b] and the (N+1)² square root S of P; the delta rule needs neither
+        W, S, buf = np.zeros((d, N + 1)), np.eye(N + 1) / math.sqrt(ridge), np.empty(3 * (N + 1))
     else:
         ph = np.empty(N)
     lo, hi = system.domain[:, 0], system.domain[:, 1]
-    z = lo + (hi - lo) * rng.random((trials, d))
+    # The teachers start from states the target visits (the training measure's, from runs apart
+    # from the held-out ones), not uniformly in the box: the way in from a box corner is a
+    # transient, and least squares over it spends the decoders on states the dynamics leaves
+    # (measured, 64 neurons: ou2d e_f 2.1e-5 from box starts against 8.8e-6, lorenz at 128
+    # neurons 8.3e-4 against 5.0e-5; docs/learning.md §6). Without visited states (every target
+    # run escaped the box) they start in the box.
+    z_vis = measure["z"][len(measure["z"]) - measure["n_visited"]:]
+
+    def starts(n):
+        if len(z_vis):
+            return z_vis[rng.integers(len(z_vis), size=n)].copy()
+        return lo + (hi - lo) * rng.random((n, d))
+
+    z = starts(trials)
     n_steps = int(math.ceil(time_total / dt))
     chunk = max(1, n_steps // RECORDS)
     half = n_steps * 3 // 4
     D_sum, D_count = np.zeros((d, d)), 0
     curve = {"time": [], "seconds": [], "e_f": []}
     sqdt = math.sqrt(dt)
-    done = skipped = 0
+    done = 0
     while done < n_steps:
         n = min(chunk, n_steps - done)
         Z, Y = np.empty((n, trials, d)), np.empty((n, trials, d))
@@ -206,14 +230,13 @@ def fit_online(system, neurons=128, *, seed=0, tau=1.0, time_total=300.0, dt=Non
             D_sum += noise.T @ noise / dt
             D_count += trials
             z = z + f * dt + noise
-            # a path that leaves the box far behind restarts inside it (an escape is not a state
-            # the network has to learn, and it would stall the rule on huge errors)
+            # a path that leaves the box far behind starts again (an escape is not a state the
+            # network has to learn, and it would stall the rule on huge errors)
             out = np.any((z < lo - (hi - lo)) | (z > hi + (hi - lo)), axis=1)
             if out.any():
-                z[out] = lo + (hi - lo) * rng.random((int(out.sum()), d))
+                z[out] = starts(int(out.sum()))
         if rule == "rls":
-            skipped += _rls(Z.reshape(-1, d), Y.reshape(-1, d), M, c, W, P, pu)[1]
-            P = 0.5 * (P + P.T)
+            _rls(Z.reshape(-1, d), Y.reshape(-1, d), M, c, W, S, buf)
             A, b = W[:, :N].copy(), W[:, N].copy()
         else:
             # η₀ for three quarters of the run, then η₀ / (1 + t / t_q)
@@ -243,16 +266,13 @@ def fit_online(system, neurons=128, *, seed=0, tau=1.0, time_total=300.0, dt=Non
         "training": {"mode": "lowrank", "neurons": N, "seed": seed, "tau": tau,
                      "method": "online", "seconds": time.perf_counter() - t_start},
         "online": {"rule": rule, "description": _RULES[rule], "trials": trials, "dt": dt,
+                   "starts": "visited states" if len(z_vis) else "box",
                    "time": n_steps * dt, "eta": eta if rule == "delta" else None,
-                   "ridge": ridge if rule == "rls" else None, "skipped": skipped,
+                   "ridge": ridge if rule == "rls" else None,
                    "curve": curve, "D_hat": D_hat.tolist()},
         "fit": figures,
     })
     net.meta["version"] = __version__
-    if skipped:
-        warnings.warn(f"online rule: {skipped} of {n_steps * trials} states skipped because the "
-                      "RLS matrix P lost its positive definiteness; use a larger ridge",
-                      FitWarning, stacklevel=2)
     say(f"online rule: e_f {figures['e_f']:.3g}, e_D {figures['e_D']:.3g} after "
         f"{n_steps * dt:g} time units × {trials} paths in {curve['seconds'][-1]:.1f}s")
     return net
