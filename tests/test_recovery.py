@@ -25,6 +25,9 @@ def test_state_dependent_diffusion():
     assert np.any(net.R != 0)
 
 
+# slow tier: 19 s, most of it L-BFGS-B on the full W; full-mode Dale stays in the default tier
+# through tests/test_masks.py::test_mask_and_dale_together (Dale with a mask)
+@pytest.mark.slow
 def test_full_mode_with_dale():
     net = fit("ou2d", 64, seed=0, mode="full", dale=0.8, max_iter=150, progress=None)
     n_exc = net.meta["dale"]["n_excitatory"]
