@@ -6,9 +6,9 @@ back-propagating through φ). A circuit would have to learn as it goes, each syn
 can see. Here:
 
 1. **Teacher forcing.** The target SDE runs (``trials`` paths in parallel, Euler–Maruyama at dt,
-   started from states the target visits) and its latent state is fed back into the network: every neuron sits at h = M z + c, so its
-   rate φ(h) is the presynaptic signal. M and c are the fixed random embedding
-   (matching.initial_embedding); only the decoders learn.
+   started from states the target visits) and its latent state is fed back into the network:
+   every neuron sits at h = M z + c, so its rate φ(h) is the presynaptic signal. M and c are
+   the fixed random embedding (matching.initial_embedding); only the decoders learn.
 2. **A rule on the drift error.** The network's latent drift is f̂ = (1/τ)(A φ + b_z − z)
    (docs/model.md §3, P c absorbed in b_z); what it should be is the target's f(z), given by the
    teacher. The postsynaptic error is e = τ f(z) + z − (A φ + b_z), in latent coordinates (the
@@ -97,8 +97,9 @@ def _rls(z, y, M, c, W, S, buf):
     since (I − γ f fᵀ)² = I − f fᵀ / β for that γ, so S Sᵀ takes exactly the update above. P = S Sᵀ
     cannot lose its positive definiteness to rounding, as P itself did: its rank-one downdates
     cancel entries of size 1/α, and with teachers started at visited states (few directions
-    excited at first) most states gave uᵀPu < 0 (measured: 3.8·10⁶ of 6.4·10⁶ states on
-    double_well at 64 neurons). Cost 3 (N+1)² multiply-adds a state against 2 for P."""
+    excited at first) most states gave uᵀPu < 0 and were skipped (measured: 3.8·10⁶ of 5.1·10⁶
+    states, double_well at 64 neurons, 512 paths × 100 time units). Cost 3 (N+1)² multiply-adds
+    a state against 2 for P."""
     n, d = z.shape
     N = M.shape[0]
     L = N + 1
@@ -193,7 +194,7 @@ def fit_online(system, neurons=128, *, seed=0, tau=1.0, time_total=300.0, dt=Non
     z_test, f_test = measure["z_test"], evaluate(system, measure["z_test"])[0]
     g_test = evaluate(system, z_test)[1]
     A, b = np.zeros((d, N)), np.zeros(d)
-    if rule == "rls":   # W = [A | b] and the (N+1)² square root S of P; the delta rule needs neither
+    if rule == "rls":   # W = [A | b] and the (N+1)² square root S of P (the delta rule: neither)
         W, S, buf = np.zeros((d, N + 1)), np.eye(N + 1) / math.sqrt(ridge), np.empty(3 * (N + 1))
     else:
         ph = np.empty(N)
@@ -201,9 +202,9 @@ def fit_online(system, neurons=128, *, seed=0, tau=1.0, time_total=300.0, dt=Non
     # The teachers start from states the target visits (the training measure's, from runs apart
     # from the held-out ones), not uniformly in the box: the way in from a box corner is a
     # transient, and least squares over it spends the decoders on states the dynamics leaves
-    # (measured, 64 neurons: ou2d e_f 2.1e-5 from box starts against 8.8e-6, lorenz at 128
-    # neurons 8.3e-4 against 5.0e-5; docs/learning.md §6). Without visited states (every target
-    # run escaped the box) they start in the box.
+    # (measured, 64 paths: ou2d at 64 neurons e_f 2.1e-5 from box starts against 9.3e-6, lorenz
+    # at 128 neurons 8.3e-4 against 4.7e-5; docs/learning.md §6). Without visited states (every
+    # target run escaped the box) they start in the box.
     z_vis = measure["z"][len(measure["z"]) - measure["n_visited"]:]
 
     def starts(n):
