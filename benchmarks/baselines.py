@@ -262,8 +262,21 @@ def network_arrays(net):
     return arrays
 
 
-def em_numpy(net, x0, n_steps, dt, every, seed):
-    """Euler–Maruyama, vectorized over trials with numpy (one BLAS product per term per step)."""
+def phi_em_xp(xp, x):
+    """ddm_numba's sampling activation φ̃ (``_jit.phi_em``: tanh to 1.1e-6, a [7/6] rational) in
+    numpy, PyTorch or jax.numpy (xp): the baselines run it in place of tanh in bench_sampling's
+    correctness check, so that the check compares the same recursion to 1e-8."""
+    from ddm_numba import _jit
+    y = xp.clip(x, -_jit.PHI_EM_CLAMP, _jit.PHI_EM_CLAMP)
+    s = y * y
+    p = 1.0 + s * (_jit._P1 + s * (_jit._P2 + s * _jit._P3))
+    q = 1.0 + s * (_jit._Q1 + s * (_jit._Q2 + s * _jit._Q3))
+    return y * p / q
+
+
+def em_numpy(net, x0, n_steps, dt, every, seed, exact_phi=True):
+    """Euler–Maruyama, vectorized over trials with numpy (one BLAS product per term per step).
+    exact_phi=False: ddm_numba's φ̃ in place of tanh (``phi_em_xp``), as in every em_*."""
     rng = np.random.default_rng(seed)
     M, c, b, S0, P, tau = net["M"], net["c"], net["b"], net["S0"], net["P"], net["tau"]
     trials, m = len(x0), S0.shape[1]
@@ -275,7 +288,7 @@ def em_numpy(net, x0, n_steps, dt, every, seed):
             z[:, step // every] = (x - c) @ P.T
         if step == n_steps:
             break
-        ph = np.tanh(x)
+        ph = np.tanh(x) if exact_phi else phi_em_xp(np, x)
         latent_noise = sqdt * (rng.standard_normal((trials, m)) @ S0.T)   # √dt S0 ξ  (trials, d)
         if "A" in net:
             x = x + h * (b - x) + (h * (ph @ net["A"].T) + latent_noise) @ M.T
@@ -284,7 +297,7 @@ def em_numpy(net, x0, n_steps, dt, every, seed):
     return z
 
 
-def em_torch(net, x0, n_steps, dt, every, seed):
+def em_torch(net, x0, n_steps, dt, every, seed, exact_phi=True):
     """Euler–Maruyama in PyTorch (float64, no autograd), the same recursion as em_numpy."""
     torch = _torch()
     t = as_torch({k: v for k, v in net.items() if k != "tau"})
@@ -300,7 +313,7 @@ def em_torch(net, x0, n_steps, dt, every, seed):
                 z[:, step // every] = (x - c) @ P.T
             if step == n_steps:
                 break
-            ph = torch.tanh(x)
+            ph = torch.tanh(x) if exact_phi else phi_em_xp(torch, x)
             xi = torch.randn((trials, m), generator=gen, dtype=torch.float64)
             latent_noise = sqdt * (xi @ S0.T)
             if "A" in t:
@@ -331,8 +344,9 @@ def _network_sde_class():
         noise_type = TORCHSDE_NOISE_TYPE
         sde_type = "ito"
 
-        def __init__(self, net):
+        def __init__(self, net, exact_phi=True):
             super().__init__()
+            self.exact_phi = exact_phi
             t = as_torch({k: v for k, v in net.items() if k != "tau"})
             self.tau = net["tau"]
             self.M, self.b = t["M"], t["b"]
@@ -340,7 +354,7 @@ def _network_sde_class():
             self.G = t["M"] @ t["S0"]                      # (N, m)
 
         def f(self, t, x):
-            ph = torch.tanh(x)
+            ph = torch.tanh(x) if self.exact_phi else phi_em_xp(torch, x)
             drive = (ph @ self.A.T) @ self.M.T if self.A is not None else ph @ self.W.T
             return (drive + self.b - x) / self.tau
 
@@ -357,7 +371,7 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def em_torchsde(net, x0, n_steps, dt, every, seed):
+def em_torchsde(net, x0, n_steps, dt, every, seed, exact_phi=True):
     """Euler–Maruyama with ``torchsde.sdeint(sde, x0, ts, method="euler", dt=dt)``.
 
     ts = the recording times 0, every·dt, ..., n_steps·dt: sdeint returns x at each (T, trials, N)
@@ -366,7 +380,7 @@ def em_torchsde(net, x0, n_steps, dt, every, seed):
     """
     torch = _torch()
     import torchsde
-    sde = _network_sde_class()(net)
+    sde = _network_sde_class()(net, exact_phi)
     T = n_steps // every + 1
     ts = torch.arange(T, dtype=torch.float64) * (every * dt)
     x = torch.from_numpy(np.array(x0, dtype=float))
@@ -379,14 +393,14 @@ def em_torchsde(net, x0, n_steps, dt, every, seed):
     return z.transpose(0, 1).numpy()
 
 
-def _em_jax_block(x, keys, prm, dt, full):
+def _em_jax_block(x, keys, prm, dt, full, exact_phi):
     """``every`` Euler steps (lax.scan over the per-step keys), then nothing recorded here."""
     jax, jnp = _jax()
     M, b, S0, tau = prm["M"], prm["b"], prm["S0"], prm["tau"]
     h, sqdt = dt / tau, jnp.sqrt(dt)
 
     def step(x, key):
-        ph = jnp.tanh(x)
+        ph = jnp.tanh(x) if exact_phi else phi_em_xp(jnp, x)
         xi = jax.random.normal(key, (x.shape[0], S0.shape[1]), dtype=jnp.float64)
         latent_noise = sqdt * (xi @ S0.T)
         if full:
@@ -399,7 +413,7 @@ def _em_jax_block(x, keys, prm, dt, full):
     return x
 
 
-def _em_jax_impl(prm, x0, key, dt, n_steps, every, full):
+def _em_jax_impl(prm, x0, key, dt, n_steps, every, full, exact_phi):
     """Outer lax.scan over records (z = P (x − c), then ``every`` steps), inner over steps."""
     jax, jnp = _jax()
     n_rec = n_steps // every
@@ -407,7 +421,7 @@ def _em_jax_impl(prm, x0, key, dt, n_steps, every, full):
 
     def record_then_run(x, block_keys):
         z = (x - prm["c"]) @ prm["P"].T
-        return _em_jax_block(x, block_keys, prm, dt, full), z
+        return _em_jax_block(x, block_keys, prm, dt, full, exact_phi), z
 
     x, zs = jax.lax.scan(record_then_run, x0, keys)
     z_last = (x - prm["c"]) @ prm["P"].T
@@ -417,10 +431,10 @@ def _em_jax_impl(prm, x0, key, dt, n_steps, every, full):
 @functools.cache
 def _em_jax_jit():
     jax, _ = _jax()
-    return jax.jit(_em_jax_impl, static_argnames=("n_steps", "every", "full"))
+    return jax.jit(_em_jax_impl, static_argnames=("n_steps", "every", "full", "exact_phi"))
 
 
-def em_jax(net, x0, n_steps, dt, every, seed):
+def em_jax(net, x0, n_steps, dt, every, seed, exact_phi=True):
     """Euler–Maruyama in JAX: ``jax.lax.scan`` over steps inside ``jax.jit``, jax.random normals.
 
     n_steps, every and the mode are static (they fix the loop shapes): the first call for each
@@ -431,7 +445,8 @@ def em_jax(net, x0, n_steps, dt, every, seed):
     jax, jnp = _jax()
     prm = as_jax({k: v for k, v in net.items()})
     z = _em_jax_jit()(prm, jnp.asarray(x0, dtype=jnp.float64), jax.random.key(int(seed)),
-                    float(dt), n_steps=int(n_steps), every=int(every), full="W" in net)
+                    float(dt), n_steps=int(n_steps), every=int(every), full="W" in net,
+                    exact_phi=bool(exact_phi))
     return np.asarray(z.block_until_ready())
 
 

@@ -49,7 +49,7 @@ def _phi_loop(x, out, reps):
 @numba.njit(fastmath={"nsz", "arcp", "contract", "afn", "reassoc"}, error_model="numpy")
 def _phi_em_loop(x, out, reps):
     for r in range(reps):
-        phi_em_sweep(x, out)  # the samplers' φ̃ (rational, to 5e-10)
+        phi_em_sweep(x, out)  # the samplers' φ̃ (rational, to 1.1e-6)
 
 
 @numba.njit(error_model="numpy")

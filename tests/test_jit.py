@@ -56,10 +56,10 @@ def _apply(fn, x):
 
 
 def test_sampler_phi_is_tanh_to_its_stated_error():
-    """φ̃ (``_jit.phi_em``, the sampler's activation) within PHI_EM_ERROR = 5e-10 of tanh on a
+    """φ̃ (``_jit.phi_em``, the sampler's activation) within PHI_EM_ERROR = 1.1e-6 of tanh on a
     grid of 4·10⁶ points over [−40, 40] (step 2e-5, finer than the rational's features: its
-    error curve has 12 extrema on [0, 11]) and at every magnitude from 1e-300 up; relative error
-    ≤ 1e-9 (so it keeps tanh's relative accuracy near 0); odd; monotone; ±1 to PHI_EM_ERROR at
+    error curve has 8 extrema on [0, 7]) and at every magnitude from 1e-300 up; relative error
+    ≤ PHI_EM_REL_ERROR = 2e-6 (so it keeps tanh's relative accuracy near 0); odd; monotone; ±1 to PHI_EM_ERROR at
     ±inf. A wrong coefficient, a wrong clamp or an evaluation that loses precision moves the
     error by orders of magnitude, past the bound."""
     x = np.concatenate([np.linspace(-40, 40, 4_000_001), np.logspace(-300, 2, 2000),
@@ -68,7 +68,7 @@ def test_sampler_phi_is_tanh_to_its_stated_error():
     ref = np.tanh(x)
     assert np.max(np.abs(got - ref)) <= _jit.PHI_EM_ERROR
     nz = ref != 0
-    assert np.max(np.abs(got[nz] / ref[nz] - 1)) <= 1e-9
+    assert np.max(np.abs(got[nz] / ref[nz] - 1)) <= _jit.PHI_EM_REL_ERROR
     assert _apply(_jit.phi_em, np.array([0.0]))[0] == 0.0
     grid = np.linspace(0, 40, 4_000_001)
     pos, neg = _apply(_jit.phi_em, grid), _apply(_jit.phi_em, -grid)
@@ -90,8 +90,7 @@ def test_sampler_phi_coefficients_are_the_script_s():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     p, q, err = mod.fit()
-    carried = np.array([_jit._P1, _jit._P2, _jit._P3, _jit._P4, _jit._P5,
-                        _jit._Q1, _jit._Q2, _jit._Q3, _jit._Q4, _jit._Q5])
+    carried = np.array([_jit._P1, _jit._P2, _jit._P3, _jit._Q1, _jit._Q2, _jit._Q3])
     np.testing.assert_allclose(np.r_[p[1:], q[1:]], carried, rtol=1e-6)   # lstsq rounding may differ by machine; the bound is the test above
     assert err <= _jit.PHI_EM_ERROR
 

@@ -94,7 +94,7 @@ def _floor(y):
 # CUDA (and the simulator, which runs Python) use the exact arithmetic 2ⁿ and math.floor. Same
 # values.
 phi = _device(_jit.phi, _exp2_int=_device(_jit.exp2_int), _floor=_floor)
-# the sampler's activation, as on the CPU (``_jit.phi_em``: tanh to 5e-10, plain arithmetic)
+# the sampler's activation, as on the CPU (``_jit.phi_em``: tanh to 1.1e-6, plain arithmetic)
 phi_em = _device(_jit.phi_em)
 
 
