@@ -269,9 +269,10 @@ def phi_em_xp(xp, x):
     from ddm_numba import _jit
     y = xp.clip(x, -_jit.PHI_EM_CLAMP, _jit.PHI_EM_CLAMP)
     s = y * y
-    p = 1.0 + s * (_jit._P1 + s * (_jit._P2 + s * _jit._P3))
-    q = 1.0 + s * (_jit._Q1 + s * (_jit._Q2 + s * _jit._Q3))
-    return y * p / q
+    p, q = 0.0, 0.0
+    for cp, cq in zip(reversed(_jit.PHI_EM_P), reversed(_jit.PHI_EM_Q)):   # Horner, as in _jit
+        p, q = s * (cp + p), s * (cq + q)
+    return y * (1.0 + p) / (1.0 + q)
 
 
 def em_numpy(net, x0, n_steps, dt, every, seed, exact_phi=True):

@@ -192,6 +192,10 @@ PHI_EM_ERROR = 1.1e-6         # max |phi_em(x) − tanh(x)| over all x (measured
 PHI_EM_REL_ERROR = 2e-6       # max |phi_em(x)/tanh(x) − 1| over x ≠ 0 (measured 1.54e-6)
 _P1, _P2, _P3 = 0.12321726861265697, 0.0022926944455104533, 3.993836421122208e-06
 _Q1, _Q2, _Q3 = 0.45654389172593574, 0.02114997045449034, 0.0001439388597550337
+# the same coefficients, lowest power first from s¹, for the numpy/torch/jax copies of φ̃
+# (tests/naive.py, benchmarks/baselines.py), so that they follow a change of degree
+PHI_EM_P = (_P1, _P2, _P3)
+PHI_EM_Q = (_Q1, _Q2, _Q3)
 
 
 @kernel(inline="always", fastmath={"contract"})

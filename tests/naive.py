@@ -45,8 +45,8 @@ def phi_em(x):
     from ddm_numba import _jit
     y = np.clip(x, -_jit.PHI_EM_CLAMP, _jit.PHI_EM_CLAMP)
     s = y * y
-    p = np.polynomial.polynomial.polyval(s, [1.0, _jit._P1, _jit._P2, _jit._P3])
-    q = np.polynomial.polynomial.polyval(s, [1.0, _jit._Q1, _jit._Q2, _jit._Q3])
+    p = np.polynomial.polynomial.polyval(s, (1.0,) + _jit.PHI_EM_P)
+    q = np.polynomial.polynomial.polyval(s, (1.0,) + _jit.PHI_EM_Q)
     return y * p / q
 
 
