@@ -23,6 +23,25 @@ def test_masked_weights_are_exactly_zero_and_the_fit_is_good(masked_fit):
     assert masked_fit.meta["fit"]["e_f"] < 0.05, masked_fit.meta["fit"]
 
 
+def test_tube_rounds_trade_fit_for_stability(masked_fit):
+    """This fit's manifold repels at first; each refit on a wider tube (FullGram.set_tube) is
+    the minimum of a convex loss with a larger penalty on the drift's response off the
+    manifold, so its on-manifold loss cannot fall (up to ADMM's 1e-6 tolerance) and its
+    transverse growth ends below the first round's; the kept round is within the loss budget."""
+    from ddm_numba.matching import TUBE_LOSS_FACTOR
+    rounds = [v for k, v in masked_fit.meta["training"]["stages"].items()
+              if k.startswith("full")]
+    assert rounds[0]["transverse_growth"] > 0 and len(rounds) >= 2, rounds
+    assert [r["tube"] for r in rounds] == sorted({r["tube"] for r in rounds})
+    losses = [r.get("loss_manifold", r["loss"]) for r in rounds]
+    assert all(b >= a * (1 - 1e-5) for a, b in zip(losses, losses[1:])), losses
+    assert min(r["transverse_growth"] for r in rounds[1:]) < rounds[0]["transverse_growth"]
+    assert all(r["solver"] == "admm" and r["kkt_residual"] < 1e-3 for r in rounds), rounds
+    # no round stable within the loss budget: the fit says which round it kept
+    if rounds[-1]["transverse_growth"] >= 0 or losses[-1] > TUBE_LOSS_FACTOR * losses[0]:
+        assert "kept" in rounds[-1], rounds[-1]
+
+
 def test_mask_and_dale_together(tmp_path):
     mask = make_mask("distance:p=0.3", 40, seed=0)[0]
     np.savez(tmp_path / "m.npz", mask=mask)
