@@ -130,3 +130,22 @@ def test_gram_quadratic_is_the_loss(problem):
         x = rng.standard_normal(gram.packer.size) * 0.3
         gaps.append(data.tau ** 2 * gram.loss_grad(x)[0] - _q(gram.unflat(x), A, gram.G, B, e))
     assert np.ptp(gaps) < 1e-9 * max(abs(g) for g in gaps)
+
+
+def test_drift_error_is_the_relative_error_of_the_drift(problem):
+    """FullGram.drift_error against the drift computed state by state: τ f_net = P(Θψ − h)
+    with ψ = [tanh(h); 1; u], h = M z + c (docs/model.md §3b), Λ-weighted, relative to the
+    target's spread."""
+    from ddm_numba.matching import FullGram
+    data, M, c, P = problem["data"], problem["M"], problem["c"], problem["P"]
+    gram = FullGram(data, M, c, P, lam_perp=0.3, reg_W=0.01)
+    gram.set_tube(0.5)                   # the tube must not enter the drift error
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(gram.packer.size) * 0.2
+    Th = gram.unflat(x)
+    h = data.z @ M.T + c
+    psi = np.hstack([np.tanh(h), np.ones((data.K, 1)), data.u])
+    f_net = (psi @ Th.T - h) @ P.T / data.tau
+    num = np.mean(np.sum(data.lam * (f_net - data.f) ** 2, 1))
+    den = np.mean(np.sum(data.lam * (data.f - data.f.mean(0)) ** 2, 1))
+    assert abs(gram.drift_error(x) - np.sqrt(num / den)) < 1e-10 * np.sqrt(num / den)
