@@ -113,7 +113,7 @@ def ridge_decoders(data, M, c, reg_A):
 STABILITY_ROUNDS = 8     # fits of the full W: the first, then up to 7 on ever wider tubes
 TUBE_START = 0.003       # the first tube's width (std of h off the manifold; h = M z + c is O(1))
 TUBE_ERROR_FACTOR = 3.0  # a tube may raise the drift error on the training states this much,
-TUBE_ERROR_FLOOR = 0.05  # or up to this relative error where that is more; no further
+TUBE_ERROR_FLOOR = 0.1   # or up to this relative error where that is more; no further
 ADMM_ITERATIONS = 10     # ADMM iterations per L-BFGS-B iteration of max_iter (each costs less)
 STABILITY_STATES = 8     # held-out states at which the transverse stability is checked
 
@@ -745,7 +745,10 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
             first_error = error if first_error is None else first_error
             # a stable W that no longer fits is not a fit: a tube may raise the relative drift
             # error on the training states to TUBE_ERROR_FACTOR× the first round's, or to
-            # TUBE_ERROR_FLOOR where that is more, no further
+            # TUBE_ERROR_FLOOR where that is more, no further (measured: ou2d with a 10 % mask
+            # is stable at a tube of 0.03 with the error 0.0058 → 0.056, e_f 1.7e-2, faithful;
+            # ring_wells with a 20 % mask reaches 0.16 from 0.027 at the first tube, still
+            # growing at 28/τ)
             spoilt = error > max(TUBE_ERROR_FACTOR * first_error, TUBE_ERROR_FLOOR)
             first = (x, growth) if first is None else first
             if growth < 0 and not spoilt:
