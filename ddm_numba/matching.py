@@ -174,12 +174,8 @@ class FullGram:
         """The relative drift error on the training states, sqrt(mean Σ_a λ_a (f_net − f)_a² /
         mean Σ_a λ_a (f − f̄)_a²): the P part of the loss (τ (f_net − f) = P Θ ψ − y) on the
         manifold, without the tube, the off-manifold term or the ridge."""
-        Th = self.unflat(flat)
-        LP = self.lam[:, None] * self.P
-        PTh = self.P @ Th
-        part = (np.sum((LP @ (Th @ self.G_manifold)) * PTh) - 2.0 * np.sum((LP @ Th) * self.C.T)
-                + self.s) / self.tau ** 2
-        return math.sqrt(max(float(part), 0.0) / max(self.f_spread, 1e-300))
+        on = self._parts(self.unflat(flat), self.G_manifold)[0] / self.tau ** 2
+        return math.sqrt(max(on, 0.0) / max(self.f_spread, 1e-300))
 
     def set_tube(self, sigma):
         """Train on a tube around the manifold: states x = h_k + q, q ~ N(0, σ² Q), with the
@@ -200,7 +196,7 @@ class FullGram:
                 slope = 1.0 - np.tanh(self._z[s:s + 4096] @ self.M.T + self.c) ** 2
                 S += slope.T @ slope
             S /= len(self._z)
-            self._H = self._Q(np.eye(N)) * S
+            self._H = self._Q(np.eye(N)) * S        # Q ∘ S
         self.tube = float(sigma)
         self.G = self.G_manifold.copy() if sigma > 0 else self.G_manifold
         if sigma > 0:
@@ -219,11 +215,9 @@ class FullGram:
 
     def manifold_loss(self, flat):
         """The loss on the manifold alone (no tube), at the flat parameters."""
-        G, self.G = self.G, self.G_manifold
-        try:
-            return self.loss_grad(flat)[0]
-        finally:
-            self.G = G
+        prm = self.packer.unpack(flat)
+        on, off, _, _ = self._parts(self.theta(prm), self.G_manifold)
+        return (on + off) / self.tau ** 2 + self.reg_W * float(np.sum(prm["W"] ** 2))
 
     def unflat(self, flat):
         return self.theta(self.packer.unpack(flat))
@@ -290,15 +284,21 @@ class FullGram:
     def theta(self, prm):
         return np.hstack([prm["W"], prm["b"][:, None], prm["B_in"]])
 
+    def _parts(self, Th, G):
+        """τ² times the loss's on-manifold (P) and off-manifold (Q) parts at Θ with the Gram
+        matrix G (the class docstring's formula), and the X = Θ G and Λ P they used."""
+        X = Th @ G
+        LP = self.lam[:, None] * self.P
+        on = np.sum((LP @ X) * (self.P @ Th)) - 2.0 * np.sum((LP @ Th) * self.C.T) + self.s
+        off = self.lam_perp * (np.sum(X * self._Q(Th)) - 2.0 * self.Qc @ Th @ self.mean
+                               + self.cQc)
+        return float(on), float(off), X, LP
+
     def loss_grad(self, flat):
         prm = self.packer.unpack(flat)
         Th = self.theta(prm)
-        X = Th @ self.G
-        LP = self.lam[:, None] * self.P
-        PTh = self.P @ Th
-        QTh = self._Q(Th)
-        loss = (np.sum((LP @ X) * PTh) - 2.0 * np.sum((LP @ Th) * self.C.T) + self.s
-                + self.lam_perp * (np.sum(X * QTh) - 2.0 * self.Qc @ Th @ self.mean + self.cQc))
+        on, off, X, LP = self._parts(Th, self.G)
+        loss = on + off
         grad = 2.0 * (self.P.T @ (LP @ X) - LP.T @ self.C.T
                       + self.lam_perp * (self._Q(X) - np.outer(self.Qc, self.mean)))
         loss /= self.tau ** 2
