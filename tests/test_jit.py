@@ -70,6 +70,7 @@ def test_sampler_phi_is_tanh_to_its_stated_error():
     nz = ref != 0
     assert np.max(np.abs(got[nz] / ref[nz] - 1)) <= _jit.PHI_EM_REL_ERROR
     assert _apply(_jit.phi_em, np.array([0.0]))[0] == 0.0
+    assert np.isnan(_apply(_jit.phi_em, np.array([np.nan]))[0])    # not read as saturated
     grid = np.linspace(0, 40, 4_000_001)
     pos, neg = _apply(_jit.phi_em, grid), _apply(_jit.phi_em, -grid)
     assert np.array_equal(pos, -neg)                       # odd
