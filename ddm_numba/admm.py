@@ -11,8 +11,10 @@ of iterations (measured: masked E/I ring_wells, N = 256, loss 123 after 300 iter
 after 3000, 64 s). ADMM splits Θ = Z, the quadratic on Θ and the box on Z:
 
     Θ ← argmin q(Θ) + ρ ‖Θ − Z + U‖²       (the quadratic, in closed form)
-    Z ← clip(Θ + U, lo, hi)                (the box, exactly)
-    U ← U + Θ − Z                          (the scaled dual)
+    Z ← clip(Θ̂ + U, lo, hi)                (the box, exactly)
+    U ← U + Θ̂ − Z                          (the scaled dual)
+
+with Θ̂ = α Θ + (1 − α) Z_prev, over-relaxed (α = 1.6; α = 1 is plain ADMM).
 
 The Θ-step sets ∂/∂Θ = 2 (A Θ G − B + Θ E − ρ (Z − U)) to zero, E = diag(e + ρ):
 
@@ -37,6 +39,8 @@ from . import interrupt
 from .errors import DDMError
 
 PROGRESS_EVERY_S = 2.0
+RHO_START = 1e-8        # ρ's start, relative to the curvature scale a_max μ_max
+ALPHA = 1.6             # over-relaxation, in (0, 2)
 
 
 def _kkt_residual(grad, Z, lo, hi):
@@ -64,8 +68,12 @@ def solve_box_qp(A, G, B, e, lo, hi, Z0, *, max_iter, tol, stage="full W", progr
     G = 0.5 * (G + G.T)
     e = np.asarray(e, dtype=float)
     # the scale of the quadratic's curvature: ρ = a_max μ_max would make the quadratic
-    # irrelevant, the ridge alone too weak; start between and let the residuals set it
-    rho = 1e-4 * float(a.max() * max(np.linalg.eigvalsh(G)[-1], 1e-300)) + 1e-12
+    # irrelevant, the ridge alone too weak; start low and let the residuals raise it (the
+    # balancing only doubles or halves, every 10 iterations: from a high start it overshoots
+    # where the loss falls fastest; measured on the masked E/I ring_wells QPs, N = 256, after
+    # 3000 iterations: KKT residual 7.8e-5 from 1e-4 · a_max μ_max, 4.6e-5 from 1e-8 at p = 0.5,
+    # and with ALPHA as well 7.9e-6 at p = 0.5, 3.2e-4 against 1.2e-3 at p = 0.1)
+    rho = RHO_START * float(a.max() * max(np.linalg.eigvalsh(G)[-1], 1e-300)) + 1e-12
 
     def factor(rho):
         Eh = 1.0 / np.sqrt(e + rho)
@@ -85,8 +93,12 @@ def solve_box_qp(A, G, B, e, lo, hi, Z0, *, max_iter, tol, stage="full W", progr
         Y = (UA.T @ (R * Eh[None, :]) @ V) / den
         Th = (UA @ Y @ V.T) * Eh[None, :]
         Zp = Z
-        Z = np.clip(Th + U, lo, hi)
-        U += Th - Z
+        # over-relaxation (Boyd et al. §3.4.3): the Z- and U-steps take α Θ + (1 − α) Z_prev
+        # in place of Θ; the fixed points are the same, and α = 1.6 cut the KKT residual after
+        # 3000 iterations 6× on the p = 0.5 QP (4.6e-5 → 7.9e-6)
+        Th_r = ALPHA * Th + (1.0 - ALPHA) * Zp
+        Z = np.clip(Th_r + U, lo, hi)
+        U += Th_r - Z
         r = float(np.linalg.norm(Th - Z))
         s = float(2.0 * rho * np.linalg.norm(Z - Zp))
         eps_pri = tol * max(float(np.linalg.norm(Th)), float(np.linalg.norm(Z)), 1e-300)
