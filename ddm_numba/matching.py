@@ -115,6 +115,7 @@ TUBE_START = 0.003       # the first tube's width (std of h off the manifold; h 
 TUBE_ERROR_FACTOR = 3.0  # a tube may raise the drift error on the training states this much,
 TUBE_ERROR_FLOOR = 0.1   # or up to this relative error where that is more; no further
 ADMM_ITERATIONS = 10     # ADMM iterations per L-BFGS-B iteration of max_iter (each costs less)
+TUBE_REFINE = 3          # bisections of the tube's width after the first stable round
 STABILITY_STATES = 8     # held-out states at which the transverse stability is checked
 
 
@@ -679,7 +680,11 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
                       B_in=start["B_in"] if p else None)
     elif mode == "full":
         lam_perp = perp_weight * float(np.mean(lam))
-        gram = FullGram(data, M, c, net.P, lam_perp, reg_joint, mask)
+        # the ridge λ_W: L-BFGS-B needs reg_joint's 1e-8 to stay conditioned (see 2.); ADMM,
+        # used under a box, solves each step exactly and takes `reg` itself, as the low-rank
+        # decoders do
+        box = dale is not None or mask is not None
+        gram = FullGram(data, M, c, net.P, lam_perp, reg_A if box else reg_joint, mask)
         W0 = M @ A
         bounds = None
         lo = np.full((N, N), -np.inf)
@@ -725,8 +730,9 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
         # stopped far from the optimum: loss 123 at its 300 iterations where ADMM reaches 2.1
         # in 3000 of its cheaper ones); without one, L-BFGS-B on the one BLAS thread the fit keeps
         # (threads.one_blas_thread), as before.
-        first_error, first = None, None
-        for attempt in range(STABILITY_ROUNDS):
+        def solve_round(x0, key):
+            """W fitted at the current tube from x0, with its growth and drift error recorded
+            in stages[key]: (x, growth, drift error)."""
             if bounds is not None:
                 x, info = gram.solve(x0, bounds.lb, bounds.ub, ADMM_ITERATIONS * max_iter, tol,
                                      progress, checkpoint=ckpt, snapshot=snapshot_full)
@@ -739,9 +745,15 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
             info.update(transverse_growth=growth, tube=gram.tube)
             if gram.tube > 0:        # the fit on the manifold alone, for the record
                 info["loss_manifold"] = gram.manifold_loss(x)
-            stages_key = "full" if attempt == 0 else f"full, tube {gram.tube:.3g}"
-            stages[stages_key] = info
             info["drift_error"] = error = gram.drift_error(x)
+            stages[key] = info
+            return x, growth, error
+
+        first_error, first, stable_at, below = None, None, None, 0.0
+        for attempt in range(STABILITY_ROUNDS):
+            x, growth, error = solve_round(x0, "full" if attempt == 0 else
+                                           f"full, tube {gram.tube:.4g}")
+            info = stages["full" if attempt == 0 else f"full, tube {gram.tube:.4g}"]
             first_error = error if first_error is None else first_error
             # a stable W that no longer fits is not a fit: a tube may raise the relative drift
             # error on the training states to TUBE_ERROR_FACTOR× the first round's, or to
@@ -752,6 +764,7 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
             spoilt = error > max(TUBE_ERROR_FACTOR * first_error, TUBE_ERROR_FLOOR)
             first = (x, growth) if first is None else first
             if growth < 0 and not spoilt:
+                stable_at = gram.tube if gram.tube > 0 else None
                 break
             if spoilt or attempt == STABILITY_ROUNDS - 1:
                 # no tube made it stable at a fit worth having: keep the best-fitting W, the
@@ -766,11 +779,35 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
                               "may leave the manifold; use a denser --mask or more --neurons",
                               FitWarning, stacklevel=2)
                 break
+            below = gram.tube
             tube = TUBE_START if gram.tube == 0 else gram.tube * math.sqrt(10.0)
             say(f"  off the manifold the network is unstable (growth rate {growth:.3g}/τ at "
                 f"held-out states): refitting W on a tube of width {tube:.3g} around it")
             gram.set_tube(tube)
             x0 = x
+        if stable_at is not None:
+            # The ladder's steps are coarse (√10 in width, 10× in the penalty) and the fit
+            # falls with the tube (the on-manifold loss is non-decreasing in σ: each round is
+            # the minimum of a convex loss with a larger penalty), so the narrowest stable tube
+            # is the best fit: bisect in log σ between the last unstable width and the first
+            # stable one (below the first tube, from a tenth of it), keeping the narrowest
+            # stable round within the error budget (measured: ou2d with a 50 % mask, unstable
+            # at +0.25/τ without a tube and at −0.53/τ on 0.003 with the drift error 1.5e-5 →
+            # 3.2e-3)
+            lo_t, hi_t, best = (below if below > 0 else stable_at / 10.0), stable_at, x
+            for _ in range(TUBE_REFINE):
+                mid = math.sqrt(lo_t * hi_t)
+                gram.set_tube(mid)
+                xm, gm, em = solve_round(best, f"full, tube {mid:.4g} (refined)")
+                if gm < 0 and not em > max(TUBE_ERROR_FACTOR * first_error, TUBE_ERROR_FLOOR):
+                    hi_t, best = mid, xm
+                else:
+                    lo_t = mid
+            stages[f"full, tube {hi_t:.4g}" + ("" if hi_t == stable_at else " (refined)")][
+                "kept"] = f"the narrowest stable tube found, {hi_t:.4g}"
+            gram.set_tube(hi_t)
+            x = best
+            say(f"  kept the narrowest stable tube found: {hi_t:.3g}")
 
         prm = gram.packer.unpack(x)
         if mask is not None:        # the solvers held them at zero; this makes it a guarantee

@@ -149,6 +149,9 @@ def _figure(path, seq_paths, res):
                    label="batch, same kind of fixed embedding")
     axs[2].axhline(o["batch_e_f"], color="C2", ls=":", label="batch (embedding trained)")
     axs[2].set_xlabel("simulated learning time")
+    # the axis spans less than two decades, where matplotlib labels the minor ticks too and
+    # they overlap: decade labels only
+    axs[2].xaxis.set_minor_formatter(plt.NullFormatter())
     axs[2].set_ylabel("e_f (held-out visited states)")
     axs[2].set_title("double_well learned online (teacher forcing)", fontsize=9)
     axs[2].legend(fontsize=8)

@@ -26,21 +26,31 @@ def test_masked_weights_are_exactly_zero_and_the_fit_is_good(masked_fit):
 def test_tube_rounds_trade_fit_for_stability(masked_fit):
     """This fit's manifold repels at first; each refit on a wider tube (FullGram.set_tube) is
     the minimum of a convex loss with a larger penalty on the drift's response off the
-    manifold, so its on-manifold loss cannot fall (up to ADMM's 1e-6 tolerance) and its
-    transverse growth ends below the first round's; the kept round is within the loss budget."""
+    manifold, so, taken in the order of their tubes, the rounds' on-manifold losses cannot fall
+    (up to ADMM's tolerance) and the transverse growth ends below the first round's. The
+    ladder's tubes widen; the refined ones bisect below the first stable tube, and the round
+    kept is the narrowest stable one within the loss budget, or the fit says it kept the first."""
     from ddm_numba.matching import TUBE_ERROR_FACTOR, TUBE_ERROR_FLOOR
     rounds = [v for k, v in masked_fit.meta["training"]["stages"].items()
               if k.startswith("full")]
+    ladder = [v for k, v in masked_fit.meta["training"]["stages"].items()
+              if k.startswith("full") and not k.endswith("(refined)")]
     assert rounds[0]["transverse_growth"] > 0 and len(rounds) >= 2, rounds
-    assert [r["tube"] for r in rounds] == sorted({r["tube"] for r in rounds})
-    losses = [r.get("loss_manifold", r["loss"]) for r in rounds]
-    assert all(b >= a * (1 - 1e-5) for a, b in zip(losses, losses[1:])), losses
+    assert [r["tube"] for r in ladder] == sorted({r["tube"] for r in ladder})
+    by_tube = sorted(rounds, key=lambda r: r["tube"])
+    losses = [r.get("loss_manifold", r["loss"]) for r in by_tube]
+    assert all(b >= a * (1 - 1e-4) for a, b in zip(losses, losses[1:])), losses
     assert min(r["transverse_growth"] for r in rounds[1:]) < rounds[0]["transverse_growth"]
     assert all(r["solver"] == "admm" and r["kkt_residual"] < 1e-3 for r in rounds), rounds
-    # no round stable within the error budget: the fit says which round it kept
     budget = max(TUBE_ERROR_FACTOR * rounds[0]["drift_error"], TUBE_ERROR_FLOOR)
-    if rounds[-1]["transverse_growth"] >= 0 or rounds[-1]["drift_error"] > budget:
-        assert "kept" in rounds[-1], rounds[-1]
+    kept = [r for r in rounds if "kept" in r]
+    assert len(kept) == 1, rounds
+    if kept[0]["kept"].startswith("the narrowest"):
+        good = [r for r in rounds if r["transverse_growth"] < 0 and r["drift_error"] <= budget]
+        assert kept[0] is min(good, key=lambda r: r["tube"]), rounds
+    else:          # no round stable within the error budget: the fit says it kept the first
+        assert kept[0]["kept"].startswith("the first round"), kept
+        assert all(r["transverse_growth"] >= 0 or r["drift_error"] > budget for r in rounds)
 
 
 def test_mask_and_dale_together(tmp_path):
