@@ -732,7 +732,7 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
         # (threads.one_blas_thread), as before.
         def solve_round(x0, key):
             """W fitted at the current tube from x0, with its growth and drift error recorded
-            in stages[key]: (x, growth, drift error)."""
+            in stages[key]: (x, growth, that stage's info)."""
             if bounds is not None:
                 x, info = gram.solve(x0, bounds.lb, bounds.ub, ADMM_ITERATIONS * max_iter, tol,
                                      progress, checkpoint=ckpt, snapshot=snapshot_full)
@@ -745,26 +745,28 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
             info.update(transverse_growth=growth, tube=gram.tube)
             if gram.tube > 0:        # the fit on the manifold alone, for the record
                 info["loss_manifold"] = gram.manifold_loss(x)
-            info["drift_error"] = error = gram.drift_error(x)
+            info["drift_error"] = gram.drift_error(x)
             stages[key] = info
-            return x, growth, error
+            return x, growth, info
 
-        first_error, first, stable_at, below = None, None, None, 0.0
+        first, budget, stable_at, below = None, None, None, 0.0
         for attempt in range(STABILITY_ROUNDS):
-            x, growth, error = solve_round(x0, "full" if attempt == 0 else
-                                           f"full, tube {gram.tube:.4g}")
-            info = stages["full" if attempt == 0 else f"full, tube {gram.tube:.4g}"]
-            first_error = error if first_error is None else first_error
+            x, growth, info = solve_round(x0, "full" if attempt == 0 else
+                                          f"full, tube {gram.tube:.4g}")
+            error = info["drift_error"]
+            if budget is None:
+                first_error = error
+                budget = max(TUBE_ERROR_FACTOR * first_error, TUBE_ERROR_FLOOR)
             # a stable W that no longer fits is not a fit: a tube may raise the relative drift
             # error on the training states to TUBE_ERROR_FACTOR× the first round's, or to
             # TUBE_ERROR_FLOOR where that is more, no further (measured: ou2d with a 10 % mask
             # is stable at a tube of 0.03 with the error 0.0058 → 0.056, e_f 1.7e-2, faithful;
             # ring_wells with a 20 % mask reaches 0.16 from 0.027 at the first tube, still
             # growing at 28/τ)
-            spoilt = error > max(TUBE_ERROR_FACTOR * first_error, TUBE_ERROR_FLOOR)
+            spoilt = error > budget
             first = (x, growth) if first is None else first
             if growth < 0 and not spoilt:
-                stable_at = gram.tube if gram.tube > 0 else None
+                stable_at = (gram.tube, info) if gram.tube > 0 else None
                 break
             if spoilt or attempt == STABILITY_ROUNDS - 1:
                 # no tube made it stable at a fit worth having: keep the best-fitting W, the
@@ -794,18 +796,17 @@ def fit(system, neurons=256, *, mode="lowrank", seed=0, tau=1.0, samples=None,
             # stable round within the error budget (measured: ou2d with a 50 % mask, unstable
             # at +0.25/τ without a tube and at −0.53/τ on 0.003 with the drift error 1.5e-5 →
             # 3.2e-3)
-            lo_t, hi_t, best = (below if below > 0 else stable_at / 10.0), stable_at, x
+            hi_t, best_info = stable_at
+            lo_t, best = (below if below > 0 else hi_t / 10.0), x
             for _ in range(TUBE_REFINE):
                 mid = math.sqrt(lo_t * hi_t)
                 gram.set_tube(mid)
-                xm, gm, em = solve_round(best, f"full, tube {mid:.4g} (refined)")
-                if gm < 0 and not em > max(TUBE_ERROR_FACTOR * first_error, TUBE_ERROR_FLOOR):
-                    hi_t, best = mid, xm
+                xm, gm, im = solve_round(best, f"full, tube {mid:.4g} (refined)")
+                if gm < 0 and not im["drift_error"] > budget:
+                    hi_t, best, best_info = mid, xm, im
                 else:
                     lo_t = mid
-            stages[f"full, tube {hi_t:.4g}" + ("" if hi_t == stable_at else " (refined)")][
-                "kept"] = f"the narrowest stable tube found, {hi_t:.4g}"
-            gram.set_tube(hi_t)
+            best_info["kept"] = f"the narrowest stable tube found, {hi_t:.4g}"
             x = best
             say(f"  kept the narrowest stable tube found: {hi_t:.3g}")
 

@@ -39,7 +39,7 @@ def test_tube_rounds_trade_fit_for_stability(masked_fit):
     assert [r["tube"] for r in ladder] == sorted({r["tube"] for r in ladder})
     by_tube = sorted(rounds, key=lambda r: r["tube"])
     losses = [r.get("loss_manifold", r["loss"]) for r in by_tube]
-    assert all(b >= a * (1 - 1e-4) for a, b in zip(losses, losses[1:])), losses
+    assert all(b >= a * (1 - 1e-5) for a, b in zip(losses, losses[1:])), losses
     assert min(r["transverse_growth"] for r in rounds[1:]) < rounds[0]["transverse_growth"]
     assert all(r["solver"] == "admm" and r["kkt_residual"] < 1e-3 for r in rounds), rounds
     budget = max(TUBE_ERROR_FACTOR * rounds[0]["drift_error"], TUBE_ERROR_FLOOR)
