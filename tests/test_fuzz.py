@@ -678,6 +678,7 @@ def test_sample_option_values(base, case):
     check_sample_option(base, option, value)
 
 
+@pytest.mark.slow       # 24 s, the default run's slowest test: with the long ones (.ci/run runs it)
 @fuzz(40)
 @given(case=option_cases(FIT_OPTIONS))
 def test_fit_option_values(base, case):
